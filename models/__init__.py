@@ -1,0 +1,69 @@
+"""Architectures of this repository and the checkpoint -> model builder.
+
+    from models import load_model
+    model = load_model('model_zoo/team01_PRFDN.pth')   # architecture read from the tensors
+
+`build_model(name, **kwargs)` builds by class name; `MODEL_REGISTRY` lists them all.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from utils.checkpoint import describe_mismatch, load_strict, read_state_dict
+from utils.errors import UserError
+
+from .registry import MODEL_REGISTRY, SRModel, build_model, get_model_class, recognise, register_model
+from . import rfdn, rlfn, imdn  # noqa: F401  (registers the families)
+from .rfdn import RFDN
+from .rlfn import RLFN, RLFN_NTIRE2022
+from .imdn import IMDN
+
+__all__ = ['MODEL_REGISTRY', 'SRModel', 'build_model', 'get_model_class', 'recognise',
+           'register_model', 'model_from_state_dict', 'load_model', 'RFDN', 'RLFN',
+           'RLFN_NTIRE2022', 'IMDN']
+
+
+def model_from_state_dict(state_dict: dict, name: str | None = None,
+                          label: str = 'checkpoint') -> SRModel:
+    """Build the architecture that `state_dict` describes and load it strictly.
+
+    `name` forces a registered class; otherwise the class is recognised from the keys.
+    Raises UserError (one line) when nothing fits, listing missing/unexpected/mismatched keys.
+    """
+    if name is not None:
+        cls = get_model_class(name)
+    else:
+        cls = recognise(state_dict)
+        if cls is None:
+            raise UserError(f'cannot recognise the architecture of {label}; '
+                            f'pass --model NAME (known: {", ".join(sorted(MODEL_REGISTRY))})')
+    try:
+        model = cls.from_state_dict(state_dict)
+    except (KeyError, ValueError, IndexError, TypeError):
+        raise UserError(f'{label} does not fit {cls.__name__}: '
+                        f'{describe_mismatch(cls(), state_dict)}') from None
+    load_strict(model, state_dict, label)
+    _check_runs(model, label)
+    return model
+
+
+def _check_runs(model: SRModel, label: str) -> None:
+    """One forward pass on the smallest input: widths that are consistent tensor by tensor
+    can still disagree between layers (a hand-edited or corrupt checkpoint)."""
+    size = max(getattr(model, 'min_input_size', 1), 4)
+    in_channels = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d)).in_channels
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, in_channels, size, size))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0][:160]
+        raise UserError(f'{label}: the layer widths do not fit together ({first})') from None
+
+
+def load_model(path: str, name: str | None = None, device: str | torch.device = 'cpu') -> SRModel:
+    """Read a checkpoint file and return the model in eval mode on `device`."""
+    state_dict = read_state_dict(path)
+    model = model_from_state_dict(state_dict, name, label=os.path.basename(path))
+    return model.to(device).eval()

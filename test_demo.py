@@ -1,0 +1,165 @@
+"""NTIRE ESR evaluation: PSNR, runtime, FLOPs, params, activations, memory.
+
+    python test_demo.py                       # every checkpoint in model_zoo/ + bicubic
+    python test_demo.py --data_dir DIR --save_dir results --model_id 0 [--include_test]
+    python test_demo.py --checkpoint my.pth --hr_dir ../shared/benchmark/Set5/HR
+
+Datasets: the NTIRE layouts under --data_dir (DIV2K_LSDIR_valid_HR/_LR, or
+DIV2K_valid_HR + DIV2K_valid_LR_bicubic/X4), any --hr_dir folders (LR from --lr_dir or made
+by MATLAB bicubic), or else the built-in sample set. Writes results.json, results.txt and
+results.png (PSNR vs runtime) and the SR images under --save_dir.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+
+import torch
+
+from models import MODEL_REGISTRY, load_model
+from models.zoo import MODEL_ZOO
+from utils.datasets import check_set, discover_ntire_sets, folder_set, sample_set
+from utils.errors import UserError
+from utils.evaluate import (BicubicUpsampler, complexity, evaluate, results_table, set_record,
+                            write_results)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # the NTIRE command line
+    p.add_argument('--data_dir', default='data', help='folder holding the NTIRE dataset folders')
+    p.add_argument('--save_dir', default='results', help='SR images go to SAVE_DIR/<model>/<set>/')
+    p.add_argument('--model_id', type=int, default=None,
+                   help='one model of the zoo table: ' + ', '.join(f'{k}={v[0]}' for k, v in MODEL_ZOO.items()))
+    p.add_argument('--include_test', action='store_true', help='also run the NTIRE test set')
+    p.add_argument('--ssim', action='store_true', help='also compute SSIM on Y')
+    # this repository's additions
+    p.add_argument('--model', default=None, help=f'architecture name ({", ".join(sorted(MODEL_REGISTRY))}); '
+                   'default: recognised from the checkpoint')
+    p.add_argument('--checkpoint', default=None, nargs='+', help='checkpoint file(s) to evaluate')
+    p.add_argument('--model_zoo', default='model_zoo', help='folder of checkpoints (default model_zoo/)')
+    p.add_argument('--hr_dir', nargs='+', default=None, help='HR folder(s) to evaluate on')
+    p.add_argument('--lr_dir', nargs='+', default=None,
+                   help='LR folder(s) in the order of --hr_dir, files {name}x{scale}.png; "-" or a '
+                   'missing folder at the end: LR made by MATLAB bicubic')
+    p.add_argument('--scale', type=int, default=4)
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--fp16', action='store_true', help='half precision (CUDA only)')
+    p.add_argument('--tile', type=int, default=None, help='run the LR in tiles of this size')
+    p.add_argument('--tile_overlap', type=int, default=32)
+    p.add_argument('--results', default='results.json', help='results JSON path (results.txt and '
+                   '.png are written beside it)')
+    p.add_argument('--no_bicubic', action='store_true', help='leave out the bicubic reference row')
+    p.add_argument('--no_save', action='store_true', help='do not save SR images')
+    p.add_argument('--sample_max_side', type=int, default=256,
+                   help='centre-crop the built-in sample photographs to this HR size')
+    return p.parse_args(argv)
+
+
+def select_checkpoints(args) -> list:
+    """[(label, path)] of the models to evaluate, checked to exist."""
+    if args.checkpoint:
+        return [(os.path.splitext(os.path.basename(c))[0], c) for c in args.checkpoint]
+    if args.model_id is not None:
+        if args.model_id not in MODEL_ZOO:
+            raise UserError(f'unknown --model_id {args.model_id}; known: '
+                            + ', '.join(f'{k} ({v[0]})' for k, v in MODEL_ZOO.items()))
+        label, names = MODEL_ZOO[args.model_id]
+        for name in names:
+            path = os.path.join(args.model_zoo, name)
+            if os.path.isfile(path):
+                return [(label, path)]
+        raise UserError(f'--model_id {args.model_id} ({label}): none of {", ".join(names)} '
+                        f'in {args.model_zoo}/ (point --model_zoo at the folder that has it)')
+    if not os.path.isdir(args.model_zoo):
+        raise UserError(f'model zoo folder not found: {args.model_zoo}')
+    paths = sorted(glob.glob(os.path.join(args.model_zoo, '*.pth')) +
+                   glob.glob(os.path.join(args.model_zoo, '*.pt')))
+    return [(os.path.splitext(os.path.basename(p))[0], p) for p in paths]
+
+
+def select_sets(args) -> list:
+    if args.hr_dir:
+        lr_dirs = [None if d == '-' else d for d in (args.lr_dir or [])]
+        if len(lr_dirs) > len(args.hr_dir):
+            raise UserError('more --lr_dir than --hr_dir folders')
+        lr_dirs += [None] * (len(args.hr_dir) - len(lr_dirs))
+        return [folder_set(h, l, args.scale) for h, l in zip(args.hr_dir, lr_dirs)]
+    sets = discover_ntire_sets(args.data_dir, args.scale, args.include_test) \
+        if os.path.isdir(args.data_dir) else []
+    if not sets:
+        if args.include_test:
+            raise UserError(f'--include_test: no NTIRE data under {args.data_dir}')
+        s = sample_set(args.scale, args.sample_max_side)
+        print(f'No dataset found under {args.data_dir}/: evaluating on the {s.description}.')
+        return [s]
+    return sets
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise UserError('--device cuda asked for, but no CUDA device is available')
+    if args.fp16 and device.type != 'cuda':
+        raise UserError('--fp16 needs --device cuda')
+    if args.tile is not None and args.tile < 16:
+        raise UserError('--tile must be at least 16 LR pixels')
+
+    # Everything that can fail on bad input is checked before the first model runs.
+    sets = select_sets(args)
+    for s in sets:
+        check_set(s)
+    models = []
+    for label, path in select_checkpoints(args):
+        model = load_model(path, args.model, device)
+        if model.scale != args.scale:
+            if args.checkpoint or args.model_id is not None:
+                raise UserError(f'{path} is a ×{model.scale} model but --scale is {args.scale}')
+            print(f'skipping {label}: ×{model.scale} model, evaluating ×{args.scale}')
+            continue
+        if args.fp16:
+            model = model.half()
+        models.append((label, model))
+    if not args.no_bicubic:
+        models.append(('bicubic', BicubicUpsampler(args.scale)))
+    if not models:
+        raise UserError(f'no model to evaluate: {args.model_zoo}/ has no checkpoint')
+
+    print(f'device: {device}' + (' (fp16)' if args.fp16 else '') + f'; ×{args.scale}; sets: '
+          + ', '.join(f'{s.name} ({len(s)} images)' for s in sets))
+    torch.set_grad_enabled(False)
+    results = {}
+    for label, model in models:
+        print(f'{label}: {type(model).__name__}')
+        record = {'model': type(model).__name__, 'device': str(device)}
+        record.update(complexity(model, device=device))
+        for i, s in enumerate(sets):
+            save = None if args.no_save else os.path.join(args.save_dir, label, s.name)
+            res = evaluate(model, s, device, args.tile, args.tile_overlap,
+                           args.fp16 and label != 'bicubic', args.ssim, save)
+            record.update(set_record(s.name, res))
+            if i == 0 and s.name != 'valid':
+                record.update(set_record('valid', res))  # NTIRE key names for the first set
+        results[label] = record
+
+    names = [s.name for s in sets]
+    base = os.path.splitext(args.results)[0]
+    write_results(results, names, args.results, base + '.txt', base + '.png')
+    print(results_table(results, names))
+    print(f'wrote {args.results}, {base}.txt, {base}.png'
+          + ('' if args.no_save else f'; SR images under {args.save_dir}/'))
+    return 0
+
+
+if __name__ == '__main__':
+    try:
+        sys.exit(main())
+    except UserError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print('interrupted', file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,36 @@
+"""Shared pytest fixtures.
+
+The reference data (benchmark images, checkpoints) lives outside the repo in
+the read-only shared folder: $ESR_SHARED, or ../shared next to the repo root.
+"""
+
+import os
+import sys
+
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Plain `pytest` (unlike `python -m pytest`) does not put the repo root on
+# sys.path, and the tests import the project's packages from there.
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+
+@pytest.fixture(scope='session')
+def repo_root():
+    """Absolute path of the repository root (str)."""
+    return REPO_ROOT
+
+
+@pytest.fixture(scope='session')
+def shared_dir():
+    """Absolute path of the shared reference-data folder (str).
+
+    Fails (never skips) when the folder is missing: a silently skipped
+    reference test would look like a pass.
+    """
+    path = os.path.abspath(os.environ.get('ESR_SHARED') or os.path.join(REPO_ROOT, '..', 'shared'))
+    if not os.path.isdir(path):
+        pytest.fail(f"shared data folder not found: {path} (set ESR_SHARED to its location)")
+    return path

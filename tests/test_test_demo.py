@@ -1,0 +1,142 @@
+"""End-to-end checks of test_demo.py: the NTIRE outputs, and what bad input gets."""
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from models import RFDN, IMDN
+from utils.checkpoint import save_state_dict
+
+
+def run_demo(repo_root, *args, cwd=None):
+    return subprocess.run([sys.executable, os.path.join(repo_root, 'test_demo.py'), *args],
+                          cwd=cwd or repo_root, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture()
+def tiny_data(tmp_path):
+    """Two HR images (48x40, 36x52) and a tiny random RFDN checkpoint."""
+    rng = np.random.default_rng(0)
+    hr_dir = tmp_path / 'tiny' / 'HR'   # the set is named after 'tiny'
+    hr_dir.mkdir(parents=True)
+    for name, (h, w) in {'a': (48, 40), 'b': (36, 52)}.items():
+        img = cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), (5, 5), 2)
+        cv2.imwrite(str(hr_dir / f'{name}.png'), img)
+    torch.manual_seed(0)
+    ckpt = tmp_path / 'tiny_rfdn.pth'
+    save_state_dict(RFDN(nf=8, num_modules=2, upscale=4).state_dict(), str(ckpt))
+    return tmp_path, hr_dir, ckpt
+
+
+def test_demo_writes_ntire_results(repo_root, tiny_data):
+    tmp, hr_dir, ckpt = tiny_data
+    out = tmp / 'out' / 'res.json'
+    r = run_demo(repo_root, '--checkpoint', str(ckpt), '--hr_dir', str(hr_dir), '--ssim',
+                 '--results', str(out), '--save_dir', str(tmp / 'sr'), '--device', 'cpu')
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    assert set(res) == {'tiny_rfdn', 'bicubic'}
+    rec = res['tiny_rfdn']
+    for key in ('valid_ave_psnr', 'valid_ave_psnr_y', 'valid_ave_ssim_y', 'valid_ave_runtime',
+                'valid_memory', 'num_parameters', 'flops', 'flops_fvcore', 'activations',
+                'num_conv', 'valid_psnr', 'valid_runtime', 'device', 'tiny_ave_psnr'):
+        assert key in rec, key
+    assert len(rec['valid_psnr']) == 2 and len(rec['valid_runtime']) == 2
+    assert rec['device'] == 'cpu'
+    # bicubic of a blurred image is a sensible reference: well above noise level
+    assert res['bicubic']['valid_ave_psnr'] > 20
+    assert (tmp / 'out' / 'res.txt').read_text().count('\n') == 2
+    assert (tmp / 'out' / 'res.png').stat().st_size > 1000
+    sr = cv2.imread(str(tmp / 'sr' / 'tiny_rfdn' / 'tiny' / 'ax4.png'))
+    assert sr.shape == (48, 40, 3)
+
+
+def test_demo_default_runs_on_sample_set(repo_root, tmp_path):
+    """A fresh clone: no data folder, an empty model zoo -> bicubic on the sample set."""
+    zoo = tmp_path / 'zoo'
+    zoo.mkdir()
+    r = run_demo(repo_root, '--model_zoo', str(zoo), '--results', str(tmp_path / 'r.json'),
+                 '--no_save', '--data_dir', str(tmp_path / 'nodata'), cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert 'built-in sample set' in r.stdout
+    res = json.loads((tmp_path / 'r.json').read_text())
+    assert 25 < res['bicubic']['valid_ave_psnr'] < 35
+
+
+def test_small_images_are_padded_not_crashed(repo_root, tmp_path):
+    """LR 6x5 is below ESA's 15-pixel minimum: reflect/replicate padding, cropped back."""
+    hr_dir = tmp_path / 'small' / 'HR'
+    hr_dir.mkdir(parents=True)
+    cv2.imwrite(str(hr_dir / 'tiny.png'), np.full((24, 20, 3), 120, np.uint8))
+    ckpt = tmp_path / 'm.pth'
+    save_state_dict(RFDN(nf=8, num_modules=1).state_dict(), str(ckpt))
+    r = run_demo(repo_root, '--checkpoint', str(ckpt), '--hr_dir', str(hr_dir), '--no_bicubic',
+                 '--results', str(tmp_path / 'r.json'), '--save_dir', str(tmp_path / 'sr'))
+    assert r.returncode == 0, r.stderr
+    assert cv2.imread(str(tmp_path / 'sr' / 'm' / 'small' / 'tinyx4.png')).shape == (24, 20, 3)
+
+
+def _assert_one_line_error(r, *needles):
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    lines = [l for l in r.stderr.strip().splitlines() if l.startswith('error:')]
+    assert len(lines) == 1, r.stderr
+    assert 'Traceback' not in r.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+def test_bad_input_one_line_errors_nothing_written(repo_root, tiny_data):
+    tmp, hr_dir, ckpt = tiny_data
+    res = tmp / 'bad' / 'r.json'
+    common = ['--results', str(res), '--save_dir', str(tmp / 'bad_sr')]
+
+    _assert_one_line_error(run_demo(repo_root, '--checkpoint', str(ckpt), '--hr_dir',
+                                    str(tmp / 'missing'), *common), 'not found')
+    empty = tmp / 'empty'
+    empty.mkdir()
+    _assert_one_line_error(run_demo(repo_root, '--checkpoint', str(ckpt), '--hr_dir', str(empty),
+                                    *common), 'no images')
+    # LR of the wrong size
+    lr_dir = tmp / 'LR'
+    lr_dir.mkdir()
+    cv2.imwrite(str(lr_dir / 'ax4.png'), np.zeros((10, 10, 3), np.uint8))
+    _assert_one_line_error(run_demo(repo_root, '--checkpoint', str(ckpt), '--hr_dir', str(hr_dir),
+                                    '--lr_dir', str(lr_dir), *common), 'does not match')
+    # a corrupt image
+    bad_hr = tmp / 'badHR'
+    bad_hr.mkdir()
+    (bad_hr / 'x.png').write_bytes(b'\x89PNG not really')
+    _assert_one_line_error(run_demo(repo_root, '--checkpoint', str(ckpt), '--hr_dir', str(bad_hr),
+                                    *common), 'cannot read image')
+    # unknown model name, a checkpoint that does not fit, a missing checkpoint
+    _assert_one_line_error(run_demo(repo_root, '--model', 'NoSuchNet', '--checkpoint', str(ckpt),
+                                    '--hr_dir', str(hr_dir), *common), 'unknown model')
+    _assert_one_line_error(run_demo(repo_root, '--model', 'IMDN', '--checkpoint', str(ckpt),
+                                    '--hr_dir', str(hr_dir), *common), 'does not fit IMDN', 'missing')
+    _assert_one_line_error(run_demo(repo_root, '--checkpoint', str(tmp / 'nope.pth'),
+                                    '--hr_dir', str(hr_dir), *common), 'checkpoint not found')
+    _assert_one_line_error(run_demo(repo_root, '--model_id', '99', '--hr_dir', str(hr_dir), *common),
+                           'unknown --model_id')
+    assert not res.exists() and not (tmp / 'bad_sr').exists()
+
+
+def test_model_range_is_respected():
+    """IMDN works in 0-1, RFDN in 0-255: super_resolve must scale for each, so a model
+    that is the identity in its own range gives back the image (here: nearest upsampling
+    of the LR written as a pixel-shuffle conv)."""
+    from utils.inference import super_resolve
+    lr = np.random.default_rng(1).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    expected = lr.repeat(2, axis=0).repeat(2, axis=1)
+    for model in (IMDN(nc=4, nb=1, upscale=2), RFDN(nf=4, num_modules=1, upscale=2)):
+        class Nearest(torch.nn.Module):
+            input_range, scale, min_input_size = model.input_range, 2, 1
+
+            def forward(self, x):
+                assert x.max() <= self.input_range + 1e-6 and x.max() > 0.5 * self.input_range
+                return torch.nn.functional.interpolate(x, scale_factor=2, mode='nearest')
+        assert np.array_equal(super_resolve(Nearest(), lr), expected)

@@ -1,0 +1,273 @@
+"""Model summary the way the NTIRE ESR organizers measure it.
+
+- `count_params`: number of parameters.
+- `ntire_flops`: FLOPs by the forward-hook method of the NTIRE 2022/2023 scripts
+  (`utils/model_summary.py` there, from KAIR): a convolution costs k_h·k_w·C_in·C_out/groups
+  multiply-adds per output position (its bias is not counted); every call of a ReLU-type
+  module costs one per output element; Linear and BatchNorm2d as there. Nothing else is
+  counted (pooling, F.interpolate, sigmoid, additions), as in the official code.
+- `fvcore_flops`: fvcore's `FlopCountAnalysis` (NTIRE 2024 method): one per multiply-add,
+  biases and most element-wise ops ignored.
+- `thop_macs`: thop's `profile`, a third opinion.
+- `ntire_activations`: number of elements output by convolutions and number of conv calls
+  (the NTIRE `get_model_activation`).
+- `measure_runtime`: CUDA events after warm-up on a GPU; on the CPU warm-up, repeats and
+  the median of `time.perf_counter`.
+- `PeakMemory`: CUDA `max_memory_allocated`, or the peak resident set size sampled on the CPU.
+
+All counts use one input of shape (1, 3, H, W) (3×256×256 unless told otherwise) and
+are returned as plain numbers (not scaled); `summarize` gives the usual units.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import statistics
+import threading
+import time
+import warnings
+
+import torch
+import torch.nn as nn
+
+DEFAULT_INPUT = (3, 256, 256)
+
+_RELU_TYPES = (nn.ReLU, nn.PReLU, nn.ELU, nn.LeakyReLU, nn.ReLU6)
+# the modules whose outputs the NTIRE activation counter adds up (and counts as "convs")
+_ACTIVATION_TYPES = (nn.Conv2d, nn.ConvTranspose2d, nn.Conv1d, nn.Linear, nn.ConvTranspose1d)
+
+
+def _dummy_input(model: nn.Module, input_shape=DEFAULT_INPUT) -> torch.Tensor:
+    p = next(model.parameters(), None)
+    device = p.device if p is not None else torch.device('cpu')
+    dtype = p.dtype if p is not None else torch.float32
+    return torch.rand(1, *input_shape, device=device, dtype=dtype)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_convs(model: nn.Module) -> int:
+    """Number of Conv2d modules (not calls)."""
+    return sum(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def _hook_flops(module: nn.Module, inputs, output) -> int | None:
+    """FLOPs of one call by the NTIRE 2022/2023 rules; None for modules they ignore.
+
+    Convolutions: k_h·k_w·C_in·(C_out/groups) per output position, bias not counted.
+    ReLU family: one per output element. Linear: C_in·C_out per row. BatchNorm2d: one per
+    element, two if affine. Nothing else (pooling, interpolation, sigmoid, additions).
+    """
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        kernel = 1
+        for k in module.kernel_size:
+            kernel *= k
+        positions = output.shape[0]
+        for d in output.shape[2:]:
+            positions *= d
+        return kernel * module.in_channels * (module.out_channels // module.groups) * positions
+    if isinstance(module, _RELU_TYPES):
+        return output.numel()
+    if isinstance(module, nn.Linear):
+        x = inputs[0]
+        rows = 1 if x.dim() == 1 else x.numel() // x.shape[-1]
+        return rows * module.in_features * module.out_features
+    if isinstance(module, nn.BatchNorm2d):
+        return output.numel() * (2 if module.affine else 1)
+    return None
+
+
+def _run_with_hooks(model: nn.Module, x: torch.Tensor, hook) -> None:
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def ntire_flops(model: nn.Module, input_shape=DEFAULT_INPUT) -> int:
+    """FLOPs of one forward pass by the NTIRE 2022/2023 hook method (see module doc)."""
+    total = [0]
+
+    def hook(module, inputs, output):
+        flops = _hook_flops(module, inputs, output)
+        if flops:
+            total[0] += int(flops)
+
+    _run_with_hooks(model, _dummy_input(model, input_shape), hook)
+    return total[0]
+
+
+def ntire_activations(model: nn.Module, input_shape=DEFAULT_INPUT) -> tuple[int, int]:
+    """(activations, conv calls): elements output by every conv (and linear) call, and calls."""
+    acts, convs = [0], [0]
+
+    def hook(module, inputs, output):
+        if isinstance(module, _ACTIVATION_TYPES):
+            acts[0] += output.numel()
+            convs[0] += 1
+
+    _run_with_hooks(model, _dummy_input(model, input_shape), hook)
+    return acts[0], convs[0]
+
+
+def fvcore_flops(model: nn.Module, input_shape=DEFAULT_INPUT) -> int:
+    """FLOPs by fvcore's FlopCountAnalysis (the NTIRE 2024 counter)."""
+    from fvcore.nn import FlopCountAnalysis
+    clone = copy.deepcopy(model).eval()
+    x = _dummy_input(clone, input_shape)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter('ignore')
+        analysis = FlopCountAnalysis(clone, x)
+        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        return int(analysis.total())
+
+
+def thop_macs(model: nn.Module, input_shape=DEFAULT_INPUT) -> int:
+    """Multiply-accumulates by thop.profile (run on a copy: thop adds buffers)."""
+    import logging
+    from thop import profile
+    clone = copy.deepcopy(model).eval()
+    x = _dummy_input(clone, input_shape)
+    logging.getLogger('thop').setLevel(logging.ERROR)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter('ignore')
+        macs, _ = profile(clone, inputs=(x,), verbose=False)
+    return int(macs)
+
+
+def longest_conv_path(model: nn.Module, input_shape=(3, 64, 64)) -> int:
+    """Depth of the longest chain of convolutions that must run one after another.
+
+    Traces the autograd graph of one forward pass: each convolution node adds one to the
+    depth of its deepest input. Branches that run side by side do not add up, which is
+    what PRFDN's re-parametrization is about.
+    """
+    x = _dummy_input(model, input_shape).requires_grad_(True)
+    with torch.enable_grad():
+        out = model(x)
+    depth: dict = {}
+    order = []
+    stack = [(out.grad_fn, False)]
+    seen = set()
+    while stack:  # iterative post-order DFS over the autograd graph
+        fn, done = stack.pop()
+        if fn is None:
+            continue
+        if done:
+            order.append(fn)
+            continue
+        if fn in seen:
+            continue
+        seen.add(fn)
+        stack.append((fn, True))
+        for nxt, _ in fn.next_functions:
+            if nxt is not None and nxt not in seen:
+                stack.append((nxt, False))
+    for fn in order:
+        inputs = [depth.get(n, 0) for n, _ in fn.next_functions if n is not None]
+        d = max(inputs, default=0)
+        if 'Convolution' in type(fn).__name__:
+            d += 1
+        depth[fn] = d
+    return depth.get(out.grad_fn, 0)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def measure_runtime(model: nn.Module, x: torch.Tensor, warmup: int = 2, repeats: int = 5,
+                    fp16: bool = False) -> dict:
+    """Time `model(x)`: returns {'median_ms', 'mean_ms', 'min_ms', 'times_ms'}.
+
+    GPU: CUDA events around each call after `warmup` calls. CPU: perf_counter, median.
+    """
+    device = x.device
+    times = []
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model(x)
+        _sync(device)
+        for _ in range(repeats):
+            if device.type == 'cuda':
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                model(x)
+                end.record()
+                torch.cuda.synchronize(device)
+                times.append(start.elapsed_time(end))
+            else:
+                t0 = time.perf_counter()
+                model(x)
+                times.append((time.perf_counter() - t0) * 1000.0)
+    return {'median_ms': statistics.median(times), 'mean_ms': statistics.fmean(times),
+            'min_ms': min(times), 'times_ms': times}
+
+
+def _rss_bytes() -> int:
+    try:
+        with open('/proc/self/statm') as f:
+            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+    except (OSError, ValueError):
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class PeakMemory:
+    """Context manager: peak memory (MB) used while inside it.
+
+    CUDA: `torch.cuda.max_memory_allocated` (what the NTIRE scripts report). CPU: peak
+    resident set size sampled every millisecond, minus the size on entry.
+    """
+
+    def __init__(self, device: torch.device | str = 'cpu'):
+        self.device = torch.device(device)
+        self.peak_mb = 0.0
+
+    def __enter__(self):
+        if self.device.type == 'cuda':
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return self
+        self._base = _rss_bytes()
+        self._peak = self._base
+        self._stop = threading.Event()
+
+        def sample():
+            while not self._stop.is_set():
+                self._peak = max(self._peak, _rss_bytes())
+                self._stop.wait(0.001)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == 'cuda':
+            self.peak_mb = torch.cuda.max_memory_allocated(self.device) / 1024 ** 2
+        else:
+            self._stop.set()
+            self._thread.join()
+            self._peak = max(self._peak, _rss_bytes())
+            self.peak_mb = (self._peak - self._base) / 1024 ** 2
+        return False
+
+
+def summarize(model: nn.Module, input_shape=DEFAULT_INPUT, with_thop: bool = True) -> dict:
+    """Every count in the units of the NTIRE tables (M params, G FLOPs, M activations)."""
+    acts, conv_calls = ntire_activations(model, input_shape)
+    out = {
+        'num_parameters': count_params(model) / 1e6,
+        'flops': ntire_flops(model, input_shape) / 1e9,
+        'flops_fvcore': fvcore_flops(model, input_shape) / 1e9,
+        'activations': acts / 1e6,
+        'num_conv': conv_calls,
+    }
+    if with_thop:
+        out['macs_thop'] = thop_macs(model, input_shape) / 1e9
+    return out
