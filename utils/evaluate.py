@@ -202,18 +202,20 @@ def plot_psnr_runtime(results: dict, set_name: str, path: str, title: str = '') 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 5))
-    for label, r in results.items():
+    for k, (label, r) in enumerate(results.items()):
         x, y = r.get(f'{set_name}_ave_runtime'), r.get(f'{set_name}_ave_psnr_y')
         if x is None or y is None:
             continue
-        area = 30 + 2000 * r['num_parameters']
-        ax.scatter([x], [y], s=area, alpha=0.6)
-        ax.annotate(f'{label}\n{r["num_parameters"]:.3f}M', (x, y), fontsize=8,
-                    xytext=(6, 6), textcoords='offset points')
+        area = 20 + 1000 * r['num_parameters']
+        ax.scatter([x], [y], s=area, alpha=0.6, label=f'{label} ({r["num_parameters"]:.3f} M)')
+        # alternate label offsets: baselines often sit close together
+        ax.annotate(label, (x, y), fontsize=8, xytext=(6, 8 if k % 2 == 0 else -12),
+                    textcoords='offset points')
     ax.set_xlabel(f'runtime per image on {set_name} (ms, {results and next(iter(results.values())).get("device", "")})')
     ax.set_ylabel(f'PSNR-Y on {set_name} (dB)')
     ax.set_title(title or 'PSNR vs runtime (marker area ∝ parameters)')
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc='lower right', markerscale=0.5)
     fig.tight_layout()
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
