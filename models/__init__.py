@@ -15,14 +15,15 @@ from utils.checkpoint import describe_mismatch, load_strict, read_state_dict
 from utils.errors import UserError
 
 from .registry import MODEL_REGISTRY, SRModel, build_model, get_model_class, recognise, register_model
-from . import rfdn, rlfn, imdn  # noqa: F401  (registers the families)
+from . import rfdn, rlfn, imdn, prfdn  # noqa: F401  (registers the families)
 from .rfdn import RFDN
 from .rlfn import RLFN, RLFN_NTIRE2022
 from .imdn import IMDN
+from .prfdn import BranchRFDN
 
 __all__ = ['MODEL_REGISTRY', 'SRModel', 'build_model', 'get_model_class', 'recognise',
            'register_model', 'model_from_state_dict', 'load_model', 'RFDN', 'RLFN',
-           'RLFN_NTIRE2022', 'IMDN']
+           'RLFN_NTIRE2022', 'IMDN', 'BranchRFDN']
 
 
 def model_from_state_dict(state_dict: dict, name: str | None = None,

@@ -63,13 +63,20 @@ class RFDN(SRModel):
         self.upsampler = pixelshuffle_upsampler(nf, out_nc, upscale)
         self._finish_init(conv_overrides)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out_fea = self.fea_conv(x)
-        outs = []
-        h = out_fea
+    def block_outputs(self, x: torch.Tensor) -> list:
+        """[fea_conv(x), B1 output, B2 output, ...] (feature-distillation targets)."""
+        outs = [self.fea_conv(x)]
         for i in range(1, self.num_modules + 1):
-            h = getattr(self, f'B{i}')(h)
-            outs.append(h)
+            outs.append(getattr(self, f'B{i}')(outs[-1]))
+        return outs
+
+    def distillation_features(self, x: torch.Tensor) -> list:
+        """Teacher features matched by BranchRFDN's SRFDBs: outputs of B1..B_{n-1}."""
+        return self.block_outputs(x)[1:-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = self.block_outputs(x)
+        out_fea = outs.pop(0)
         out_b = self.c(torch.cat(outs, dim=1))
         out_lr = self.LR_conv(out_b) + out_fea
         return self.upsampler(out_lr)

@@ -1,0 +1,173 @@
+"""train.py: resume after SIGKILL, torchrun (gloo) == one process, distillation, bad input."""
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from models import RFDN, BranchRFDN, load_model
+from utils.checkpoint import save_state_dict
+from utils.data import PairCache, PatchBatches, find_training_pairs, parse_patch_schedule
+from utils.errors import UserError
+
+
+def _images(folder, sizes, seed=0):
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (h, w) in enumerate(sizes):
+        img = cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), (7, 7), 3)
+        cv2.imwrite(str(folder / f'img{i}.png'), img)
+    return folder
+
+
+@pytest.fixture()
+def tiny(tmp_path):
+    data = _images(tmp_path / 'data', [(96, 96), (80, 112), (128, 96)])
+    val = _images(tmp_path / 'val' / 'HR', [(64, 64)], seed=1)
+    torch.manual_seed(0)
+    ckpt = tmp_path / 'tiny.pth'
+    save_state_dict(RFDN(nf=8, num_modules=2).state_dict(), str(ckpt))
+    return tmp_path, data, val, ckpt
+
+
+def train_cmd(repo_root, out_dir, data, val, ckpt, *extra, torchrun=None):
+    args = ['train.py', '--model', 'RFDN', '--pretrained', str(ckpt), '--data_dir', str(data),
+            '--val_hr_dir', str(val), '--out_dir', str(out_dir), '--batch_size', '4',
+            '--patch_size', '16', '--lr', '1e-3', '--seed', '3', '--no_progress', '--workers', '0',
+            '--log_every', '1', *extra]
+    if torchrun:
+        return [sys.executable, '-m', 'torch.distributed.run', '--standalone',
+                f'--nproc_per_node={torchrun}', *args]
+    return [sys.executable, *args]
+
+
+def run(cmd, repo_root, timeout=300):
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    return subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def weights(path):
+    return torch.load(path, map_location='cpu', weights_only=True)
+
+
+def assert_same(a, b, atol=0.0):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=atol, rtol=0), (k, (a[k] - b[k]).abs().max())
+
+
+def test_resume_after_sigkill_matches_uninterrupted(repo_root, tiny):
+    tmp, data, val, ckpt = tiny
+    common = ['--iters', '24', '--save_every', '3', '--val_every', '12']
+    ref = run(train_cmd(repo_root, tmp / 'ref', data, val, ckpt, *common), repo_root)
+    assert ref.returncode == 0, ref.stderr
+
+    proc = subprocess.Popen(train_cmd(repo_root, tmp / 'cut', data, val, ckpt, *common),
+                            cwd=repo_root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, OMP_NUM_THREADS='1'))
+    log = tmp / 'cut' / 'log.csv'
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill between two checkpoints, mid-run
+        if log.exists() and sum(1 for _ in open(log)) >= 11:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state = torch.load(tmp / 'cut' / 'state.pth', weights_only=True)
+    assert 0 < state['step'] < 24
+    resumed = run(train_cmd(repo_root, tmp / 'cut', data, val, ckpt, *common, '--resume'), repo_root)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f'resumed from' in resumed.stdout
+    assert_same(weights(tmp / 'ref' / 'model_last.pth'), weights(tmp / 'cut' / 'model_last.pth'))
+    # the resumed model is a plain state_dict that the builder rebuilds
+    assert isinstance(load_model(str(tmp / 'cut' / 'model_best.pth')), RFDN)
+
+
+def test_torchrun_two_processes_matches_one(repo_root, tiny):
+    tmp, data, val, ckpt = tiny
+    common = ['--iters', '6', '--save_every', '6', '--val_every', '0']
+    one = run(train_cmd(repo_root, tmp / 'one', data, val, ckpt, *common), repo_root)
+    assert one.returncode == 0, one.stderr
+    two = run(train_cmd(repo_root, tmp / 'two', data, val, ckpt, *common, torchrun=2), repo_root)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert '× 2 processes' in two.stdout
+    assert_same(weights(tmp / 'one' / 'model_last.pth'), weights(tmp / 'two' / 'model_last.pth'),
+                atol=1e-5)
+
+
+def test_feature_distillation_trains_only_srfdbs(repo_root, tmp_path):
+    """Stage 1 of PRFDN on a tiny RFDN: SRFDBs move towards the teacher's blocks, the rest
+    is untouched, and the distillation loss falls."""
+    from utils.training import TrainConfig, Trainer
+    data = _images(tmp_path / 'data', [(96, 96), (96, 96)])
+    torch.manual_seed(0)
+    teacher = RFDN(nf=8, num_modules=3).eval()
+    student = BranchRFDN.from_rfdn(teacher)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    cfg = TrainConfig(out_dir=str(tmp_path / 'out'), data_dirs=[str(data)], batch_size=4,
+                      patch_size=24, iters=30, lr=2e-3, pixel_weight=0, distill='features',
+                      val_every=0, save_every=30, workers=0, progress=False, log_every=1)
+    trainer = Trainer(student, cfg, teacher, trainable=['S*', 'fea_conv?.*'])
+    trainer.fit()
+    after = student.state_dict()
+    for k in before:
+        moved = not torch.equal(before[k], after[k])
+        assert moved == (k.startswith('S') or k[:9] in ('fea_conv1', 'fea_conv2')), k
+    rows = list(csv.DictReader(open(tmp_path / 'out' / 'log.csv')))
+    losses = [float(r['distill']) for r in rows if r['distill']]
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+
+
+def test_patch_schedule_and_data(tmp_path):
+    assert parse_patch_schedule('64:10,160:5', 48, 99) == [(64, 10), (160, 5)]
+    assert parse_patch_schedule(None, 48, 99) == [(48, 99)]
+    for bad in ('64', '64:0', 'a:3', '4:10', '64:10;160:5'):
+        with pytest.raises(UserError):
+            parse_patch_schedule(bad, 48, 10)
+    data = _images(tmp_path / 'd', [(96, 96), (40, 40), (200, 160)])
+    cache = PairCache(find_training_pairs([str(data)], 4, None), 4, 16, progress=False)
+    assert cache.skipped == 1 and len(cache) == 2  # 40 px HR -> 10 px LR < one 16-px patch
+    batches = PatchBatches(cache, 4, [(16, 2), (32, 2)], seed=0)
+    lr0, hr0 = batches[0]
+    lr3, hr3 = batches[3]
+    assert lr0.shape == (4, 3, 16, 16) and hr0.shape == (4, 3, 64, 64)
+    assert lr3.shape == (4, 3, 32, 32) and hr3.shape == (4, 3, 128, 128)
+    assert 0 <= float(lr0.min()) and float(lr0.max()) <= 1
+    assert torch.equal(batches[0][0], lr0)                       # a pure function of the step
+    half0 = PatchBatches(cache, 4, [(16, 2)], seed=0, rank=0, world_size=2)[0][0]
+    half1 = PatchBatches(cache, 4, [(16, 2)], seed=0, rank=1, world_size=2)[0][0]
+    assert torch.equal(torch.cat([half0, half1])[[0, 2, 1, 3]], lr0)  # ranks split the batch
+
+
+def _one_line_error(r, needle):
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    err = [l for l in r.stderr.splitlines() if l.startswith('error:')]
+    assert len(err) == 1 and needle in err[0], r.stderr
+    assert 'Traceback' not in r.stderr
+
+
+def test_bad_input_stops_before_training(repo_root, tiny):
+    tmp, data, val, ckpt = tiny
+    empty = tmp / 'empty'
+    empty.mkdir()
+    small = _images(tmp / 'small', [(20, 20)])
+    cases = [
+        (['--data_dir', str(tmp / 'missing')], 'not found'),
+        (['--data_dir', str(empty)], 'no images'),
+        (['--data_dir', str(small)], 'at least 16 LR pixels'),
+        (['--patch_schedule', '64-10'], 'bad --patch_schedule'),
+        (['--model', 'IMDN'], 'does not fit IMDN'),
+        (['--teacher', str(tmp / 'nope.pth'), '--distill', 'output'], 'checkpoint not found'),
+        (['--distill', 'output'], 'needs --teacher'),
+    ]
+    for extra, needle in cases:
+        cmd = train_cmd(repo_root, tmp / 'bad', data, val, ckpt, '--iters', '2', *extra)
+        # later flags win in argparse: the case's --data_dir / --model override the defaults
+        _one_line_error(run(cmd, repo_root), needle)
+        assert not (tmp / 'bad' / 'state.pth').exists()

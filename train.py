@@ -1,0 +1,143 @@
+"""Train any model of this repository; one engine for every stage (utils/training.py).
+
+PRFDN stage 1 (SRFDBs only, feature distillation from the official RFDN):
+    python train.py --model BranchRFDN --init_from_rfdn ../shared/pretrained/rfdn_baseline.pth \
+        --teacher ../shared/pretrained/rfdn_baseline.pth --distill features --pixel_weight 0 \
+        --trainable 'S*' 'fea_conv?.*' --out_dir experiments/branch_stage1 --iters 2000
+PRFDN stage 2 (whole branch model, L1):
+    python train.py --model BranchRFDN --pretrained experiments/branch_stage1/model_last.pth \
+        --out_dir experiments/branch_stage2 --iters 2000 --lr 1e-5
+Add --resume to continue a run from OUT_DIR/state.pth; torchrun --nproc_per_node N train.py ...
+trains with DistributedDataParallel.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import math
+import os
+import sys
+
+import torch
+
+from models import MODEL_REGISTRY, BranchRFDN, build_model, load_model
+from utils.data import find_training_pairs
+from utils.errors import UserError
+from utils.training import TrainConfig, Trainer
+
+SHARED = os.environ.get('ESR_SHARED', os.path.join('..', 'shared'))
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--model', default='RFDN', help=f'architecture: {", ".join(sorted(MODEL_REGISTRY))}')
+    p.add_argument('--pretrained', default=None, help='start from this checkpoint (loaded strictly)')
+    p.add_argument('--init_from_rfdn', default=None,
+                   help='BranchRFDN only: copy every tensor of this RFDN checkpoint (SRFDBs start fresh)')
+    p.add_argument('--teacher', default=None, help='frozen teacher checkpoint for --distill')
+    p.add_argument('--distill', default='none', choices=['none', 'features', 'output'])
+    p.add_argument('--distill_weight', type=float, default=1.0)
+    p.add_argument('--loss', default='l1', choices=['l1', 'l2'])
+    p.add_argument('--pixel_weight', type=float, default=1.0, help='0: no pixel loss (pure distillation)')
+    p.add_argument('--trainable', nargs='+', default=None, help='only parameters matching these patterns train')
+    p.add_argument('--freeze', nargs='+', default=None, help='parameters matching these patterns are frozen')
+    p.add_argument('--data_dir', nargs='+', default=None,
+                   help='HR folders or DIV2K/LSDIR roots (default: ESR_SHARED/train/*)')
+    p.add_argument('--lr_dir', nargs='+', default=[], help='LR folders paired with --data_dir (optional)')
+    p.add_argument('--cache_dir', default=None, help='cache decoded HR/LR as .npy here (large sets)')
+    p.add_argument('--scale', type=int, default=4)
+    p.add_argument('--batch_size', type=int, default=16, help='global batch (split over processes)')
+    p.add_argument('--patch_size', type=int, default=64, help='LR patch size')
+    p.add_argument('--patch_schedule', default=None, help='two-stage patches, e.g. 64:1000,160:500')
+    g = p.add_mutually_exclusive_group()
+    g.add_argument('--iters', type=int, default=None)
+    g.add_argument('--epochs', type=float, default=None, help='one epoch = ceil(#images / batch) steps')
+    p.add_argument('--lr', type=float, default=1e-4)
+    p.add_argument('--scheduler', default='multistep', choices=['multistep', 'cosine', 'constant'])
+    p.add_argument('--milestones', type=int, nargs='*', default=[])
+    p.add_argument('--gamma', type=float, default=0.5)
+    p.add_argument('--grad_clip', type=float, default=0.0)
+    p.add_argument('--ema', type=float, default=0.0, help='EMA decay of the weights (0: off)')
+    p.add_argument('--amp', action='store_true', help='mixed precision (CUDA)')
+    p.add_argument('--workers', type=int, default=2)
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--val_every', type=int, default=500)
+    p.add_argument('--val_hr_dir', default=os.path.join(SHARED, 'benchmark', 'Set5', 'HR'),
+                   help="validation HR folder ('none' to skip)")
+    p.add_argument('--save_every', type=int, default=100)
+    p.add_argument('--log_every', type=int, default=10)
+    p.add_argument('--out_dir', required=True)
+    p.add_argument('--resume', action='store_true', help='continue from OUT_DIR/state.pth')
+    p.add_argument('--plot', action='store_true', help='write OUT_DIR/curves.png')
+    p.add_argument('--profile', action='store_true', help='print the share of time spent waiting for data')
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--no_progress', action='store_true')
+    return p.parse_args(argv)
+
+
+def build_student(args):
+    if args.init_from_rfdn:
+        if args.model != 'BranchRFDN':
+            raise UserError('--init_from_rfdn is for --model BranchRFDN')
+        return BranchRFDN.from_rfdn(load_model(args.init_from_rfdn, 'RFDN'))
+    if args.pretrained:
+        return load_model(args.pretrained, args.model)
+    return build_model(args.model, upscale=args.scale)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.device.startswith('cuda') and not torch.cuda.is_available():
+        raise UserError('--device cuda asked for, but no CUDA device is available')
+    data_dirs = args.data_dir or sorted(d for d in glob.glob(os.path.join(SHARED, 'train', '*'))
+                                        if os.path.isdir(d))
+    if not data_dirs:
+        raise UserError(f'no training data: pass --data_dir (nothing under {SHARED}/train)')
+    iters = args.iters
+    if args.epochs is not None:
+        n = len(find_training_pairs(data_dirs, args.scale, args.lr_dir))
+        iters = max(1, int(math.ceil(args.epochs * math.ceil(n / args.batch_size))))
+    if iters is None and not args.patch_schedule:
+        iters = 1000
+    student = build_student(args)
+    if student.scale != args.scale:
+        raise UserError(f'the model is ×{student.scale} but --scale is {args.scale}')
+    teacher = load_model(args.teacher) if args.teacher else None
+    cfg = TrainConfig(
+        out_dir=args.out_dir, data_dirs=data_dirs, lr_dirs=args.lr_dir, scale=args.scale,
+        batch_size=args.batch_size, patch_size=args.patch_size, patch_schedule=args.patch_schedule,
+        iters=iters or 1, lr=args.lr, scheduler=args.scheduler, milestones=tuple(args.milestones),
+        gamma=args.gamma, loss=args.loss, pixel_weight=args.pixel_weight, distill=args.distill,
+        distill_weight=args.distill_weight, grad_clip=args.grad_clip, ema=args.ema, amp=args.amp,
+        workers=args.workers, seed=args.seed, val_every=args.val_every,
+        val_hr_dir=None if args.val_hr_dir in (None, 'none') else args.val_hr_dir,
+        save_every=args.save_every, log_every=args.log_every, plot=args.plot,
+        cache_dir=args.cache_dir, device=args.device, progress=not args.no_progress,
+        profile=args.profile)
+    trainer = Trainer(student, cfg, teacher, args.trainable, args.freeze)
+    if args.resume:
+        trainer.resume()
+    elif os.path.isfile(trainer.state_path):
+        raise UserError(f'{trainer.state_path} exists: pass --resume to continue it, or another --out_dir')
+    if trainer.is_main:
+        with open(os.path.join(args.out_dir, 'args.json'), 'w') as f:
+            json.dump({**vars(args), 'data_dir': data_dirs, 'iters': cfg.iters}, f, indent=2)
+        print(f'{type(student).__name__}: {len(trainer.trainable_names)} trainable tensors, '
+              f'{len(trainer.cache)} training images, {cfg.iters} steps of batch {cfg.batch_size} '
+              f'on {trainer.device}' + (f' × {trainer.world} processes' if trainer.world > 1 else ''))
+    summary = trainer.fit()
+    if trainer.is_main:
+        print(json.dumps(summary))
+    return 0
+
+
+if __name__ == '__main__':
+    try:
+        sys.exit(main())
+    except UserError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print('interrupted (the last checkpoint is intact; --resume continues)', file=sys.stderr)
+        sys.exit(130)
