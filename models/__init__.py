@@ -16,14 +16,16 @@ from utils.errors import UserError
 
 from .registry import MODEL_REGISTRY, SRModel, build_model, get_model_class, recognise, register_model
 from . import rfdn, rlfn, imdn, prfdn  # noqa: F401  (registers the families)
+from . import clb_imdn  # noqa: F401
 from .rfdn import RFDN
 from .rlfn import RLFN, RLFN_NTIRE2022
 from .imdn import IMDN
-from .prfdn import BranchRFDN
+from .prfdn import BranchRFDN, ParallelRFDN
+from .clb_imdn import CLBIMDN
 
 __all__ = ['MODEL_REGISTRY', 'SRModel', 'build_model', 'get_model_class', 'recognise',
            'register_model', 'model_from_state_dict', 'load_model', 'RFDN', 'RLFN',
-           'RLFN_NTIRE2022', 'IMDN', 'BranchRFDN']
+           'RLFN_NTIRE2022', 'IMDN', 'BranchRFDN', 'CLBIMDN']
 
 
 def model_from_state_dict(state_dict: dict, name: str | None = None,

@@ -105,11 +105,13 @@ def _parent_and_attr(root: nn.Module, dotted: str):
 
 
 def conv_spec(conv: nn.Conv2d) -> ConvSpec:
-    return (conv.in_channels, conv.out_channels, conv.kernel_size[0], conv.bias is not None)
+    """(input channels per group, output channels, kernel size, bias): what the tensors show."""
+    return (conv.in_channels // conv.groups, conv.out_channels, conv.kernel_size[0],
+            conv.bias is not None)
 
 
 def apply_conv_overrides(model: nn.Module, overrides: dict | None) -> None:
-    """Replace the named convolutions by ones of the given (in, out, k, bias).
+    """Replace the named convolutions by ones of the given (in per group, out, k, bias).
 
     Padding follows the kernel for 'same' convolutions (so a 3×3 pruned to 1×1 keeps the
     spatial size) and is kept as it was otherwise (ESA's strided conv has none).
@@ -124,7 +126,8 @@ def apply_conv_overrides(model: nn.Module, overrides: dict | None) -> None:
             raise KeyError(f'{name} is not a convolution of {type(model).__name__}')
         same = old.padding[0] == old.kernel_size[0] // 2 and old.stride[0] == 1
         padding = k // 2 if same else old.padding
-        new = nn.Conv2d(in_ch, out_ch, k, stride=old.stride, padding=padding, bias=bias)
+        new = nn.Conv2d(in_ch * old.groups, out_ch, k, stride=old.stride, padding=padding,
+                        bias=bias, groups=old.groups)
         if attr.isdigit():
             parent[int(attr)] = new
         else:

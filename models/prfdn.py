@@ -98,3 +98,133 @@ class BranchRFDN(SRModel):
         return dict(in_nc=int(w.shape[1]), nf=int(w.shape[0]),
                     num_modules=count_indexed(sd, 'B', '.c1_d.weight'),
                     upscale=scale_from_upsampler(sd['upsampler.0.weight']))
+
+
+# ----------------------------------------------------------------------------------------
+# The re-parametrized model: all branches as one wide model (seed 000, Eq. 1)
+# ----------------------------------------------------------------------------------------
+CAT_MODES = ('plain', 'conv', 'shuffle')
+
+
+def channel_shuffle(x: torch.Tensor, parts: int, groups: int) -> torch.Tensor:
+    """(N, parts·groups·c, H, W) ordered part-major -> group-major (a free re-indexing)."""
+    n, ch, h, w = x.shape
+    return x.view(n, parts, groups, ch // (parts * groups), h, w).transpose(1, 2).reshape(n, ch, h, w)
+
+
+class WideRFDB(RFDB):
+    """n RFDBs (or SRFDBs) side by side as one block of n× the width.
+
+    Every conv holds the n branch kernels block-diagonally: dense with explicit zero blocks
+    (`groups=1`, what channel pruning works on) or as a grouped conv (`groups=n`, n× fewer
+    FLOPs). The concatenation before `c5` is part-major ([d1 of all branches, d2 of all
+    branches, ...]) while each branch's c5 wants its own parts together; `cat_mode` says
+    how that re-ordering is realized:
+      'plain'   — c5's input columns are permuted (free; dense only),
+      'conv'    — a fixed 1×1 permutation conv `cat_conv` before c5 (the seed's way, visible
+                  to an automatic pruner; removed again by `reparam.py --fold`),
+      'shuffle' — a channel shuffle (free re-indexing; used with grouped convs).
+    (N, C, H, W) -> (N, C, H, W).
+    """
+
+    def __init__(self, in_channels: int, distilled_channels: int, esa_channels: int,
+                 steps: int = 3, groups: int = 1, cat_mode: str = 'plain'):
+        super().__init__(in_channels, distilled_channels, esa_channels, steps)
+        if cat_mode not in CAT_MODES:
+            raise ValueError(f'cat_mode must be one of {CAT_MODES}')
+        if groups > 1 and cat_mode == 'plain':
+            raise ValueError("grouped convs need cat_mode 'shuffle' or 'conv'")
+        self.groups, self.cat_mode = groups, cat_mode
+        if groups > 1:
+            _make_grouped(self, groups)
+        if cat_mode == 'conv':
+            width = distilled_channels * (steps + 1)
+            self.cat_conv = nn.Conv2d(width, width, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cat = torch.cat(self.distilled_parts(x), dim=1)
+        if self.cat_mode == 'conv':
+            cat = self.cat_conv(cat)
+        elif self.cat_mode == 'shuffle':
+            cat = channel_shuffle(cat, self.steps + 1, self.groups)
+        return self.esa(self.c5(cat))
+
+
+def _make_grouped(block: nn.Module, groups: int) -> None:
+    """Turn every conv of `block` into a grouped conv of the same in/out widths."""
+    for name, conv in list(block.named_modules()):
+        if not isinstance(conv, nn.Conv2d):
+            continue
+        parent = block
+        *path, attr = name.split('.')
+        for p in path:
+            parent = getattr(parent, p)
+        setattr(parent, attr, nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size,
+                                        stride=conv.stride, padding=conv.padding, groups=groups,
+                                        bias=conv.bias is not None))
+
+
+@register_model
+class ParallelRFDN(SRModel):
+    """BranchRFDN re-parametrized into one wide model. (N,3,H,W) 0–255 -> (N,3,sH,sW) 0–255.
+
+        h = head(x)                          # fea_conv, fea_conv1..n-1 stacked: 3 -> n·nf
+        g0, rest = split(h, [nf, (n-1)·nf])  # or two 1×1 selection convs (split_as_conv)
+        y = B(cat(g0, S(rest)))              # S: n-1 SRFDBs as one; B: n RFDBs as one
+        out = upsampler(LR_conv(c(y)) + g0)
+
+    Widths are read from the convs at run time, so pruned versions (irregular widths) are
+    the same class; `load_model` rebuilds them from the tensors.
+    """
+
+    input_range = 255.0
+    min_input_size = ESA.min_size
+
+    def __init__(self, in_nc: int = 3, nf: int = 50, num_modules: int = 4, out_nc: int = 3,
+                 upscale: int = 4, groups: bool = False, cat_mode: str = 'plain',
+                 split_as_conv: bool = False, conv_overrides: dict | None = None):
+        super().__init__()
+        n = num_modules
+        self.scale, self.num_modules = upscale, n
+        self.head = conv_same(in_nc, nf * n, 3)
+        self.split_as_conv = split_as_conv
+        if split_as_conv:
+            self.split_res = nn.Conv2d(nf * n, nf, 1, bias=False)
+            self.split_s = nn.Conv2d(nf * n, nf * (n - 1), 1, bias=False)
+        self.S = WideRFDB(nf * (n - 1), nf // 2 * (n - 1), nf // 4 * (n - 1), steps=1,
+                          groups=(n - 1) if groups else 1, cat_mode=cat_mode)
+        self.B = WideRFDB(nf * n, nf // 2 * n, nf // 4 * n, steps=3,
+                          groups=n if groups else 1, cat_mode=cat_mode)
+        self.c = nn.Sequential(nn.Conv2d(nf * n, nf, 1), lrelu(0.05))
+        self.LR_conv = conv_same(nf, nf, 3)
+        self.upsampler = pixelshuffle_upsampler(nf, out_nc, upscale)
+        self._finish_init(conv_overrides)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.head(x)
+        if self.split_as_conv:
+            g0, rest = self.split_res(h), self.split_s(h)
+        else:
+            res_width = self.LR_conv.out_channels  # g0 is added to LR_conv's output
+            g0, rest = torch.split(h, [res_width, h.shape[1] - res_width], dim=1)
+        y = self.B(torch.cat([g0, self.S(rest)], dim=1))
+        return self.upsampler(self.LR_conv(self.c(y)) + g0)
+
+    @classmethod
+    def recognises(cls, sd: dict) -> bool:
+        return 'head.weight' in sd and 'S.c1_d.weight' in sd and 'B.c3_r.weight' in sd
+
+    @classmethod
+    def config_from_state_dict(cls, sd: dict) -> dict:
+        nf = int(sd['LR_conv.weight'].shape[0])
+        w = sd['B.c1_r.weight']
+        # c1_r maps B's width to itself (residual): a narrower kernel input means groups
+        grouped = w.shape[0] != w.shape[1]
+        if grouped:
+            n = int(w.shape[0] // w.shape[1])
+        else:
+            n = max(2, int(round(sd['head.weight'].shape[0] / nf)))
+        cat_mode = 'conv' if 'B.cat_conv.weight' in sd else ('shuffle' if grouped else 'plain')
+        return dict(in_nc=int(sd['head.weight'].shape[1]), nf=nf, num_modules=n,
+                    upscale=scale_from_upsampler(sd['upsampler.0.weight']), groups=grouped,
+                    cat_mode=cat_mode, split_as_conv='split_res.weight' in sd)

@@ -33,14 +33,18 @@ class RFDB(nn.Module):
         self.c5 = nn.Conv2d(dc * (steps + 1), in_channels, 1)
         self.esa = ESA(in_channels, esa_channels)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def distilled_parts(self, x: torch.Tensor) -> list:
+        """[d1, ..., d_steps, r4]: the parts that are concatenated and fused by c5."""
         distilled = []
         r = x
         for i in range(1, self.steps + 1):
             distilled.append(self.act(getattr(self, f'c{i}_d')(r)))
             r = self.act(getattr(self, f'c{i}_r')(r) + r)
         distilled.append(self.act(self.c4(r)))
-        return self.esa(self.c5(torch.cat(distilled, dim=1)))
+        return distilled
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.esa(self.c5(torch.cat(self.distilled_parts(x), dim=1)))
 
 
 @register_model

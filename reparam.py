@@ -1,0 +1,139 @@
+"""Exact re-parametrizations of a checkpoint, checked numerically before anything is written.
+
+    python reparam.py --input branch.pth --output parallel.pth              # merge (dense, Eq. 1)
+    python reparam.py --input branch.pth --output parallel_g.pth --grouped  # merge, groups=n convs
+    python reparam.py --input branch.pth --output p.pth --cat-as-conv --split-as-conv
+    python reparam.py --mode collapse --input clb_imdn.pth --output imdn.pth
+    python reparam.py --mode fold --input pruned.pth --output deploy.pth
+
+The input's architecture is recognised from the checkpoint. Prints a before/after table
+(params, FLOPs by both methods, #conv, longest serial conv path, CPU runtime at 256×256
+median of 5) and the largest absolute output difference (0–255 range) on random LR inputs
+and on a real image; refuses to write when it exceeds --tolerance (1e-3).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+import torch
+
+from models import load_model
+from utils.checkpoint import save_state_dict
+from utils.errors import UserError
+from utils.model_summary import count_params, fvcore_flops, longest_conv_path, measure_runtime, \
+    ntire_activations, ntire_flops
+
+SHARED = os.environ.get('ESR_SHARED', os.path.join('..', 'shared'))
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--input', required=True)
+    p.add_argument('--output', required=True)
+    p.add_argument('--mode', default='merge', choices=['merge', 'collapse', 'fold'])
+    p.add_argument('--grouped', action='store_true', help='merge: groups=n convs instead of dense zero blocks')
+    p.add_argument('--cat-as-conv', dest='cat_as_conv', action='store_true',
+                   help='merge: re-order the concatenation before c5 with a 1×1 permutation conv')
+    p.add_argument('--split-as-conv', dest='split_as_conv', action='store_true',
+                   help='merge: split the stacked head with two 1×1 selection convs')
+    p.add_argument('--fold', action='store_true', help='after the mode, also fold helper 1×1 convs')
+    p.add_argument('--scale', type=int, default=None, help='check that the model has this scale')
+    p.add_argument('--tolerance', type=float, default=1e-3, help='largest |Δ| (0–255) accepted')
+    p.add_argument('--image', default=os.path.join(SHARED, 'benchmark', 'Set5', 'LR_bicubic', 'X4',
+                                                   'butterflyx4.png'),
+                   help='real LR image for the exactness check')
+    p.add_argument('--no_runtime', action='store_true', help='skip the runtime column')
+    return p.parse_args(argv)
+
+
+def transform(model, args):
+    if args.mode == 'merge':
+        from models import BranchRFDN
+        from utils.reparam import branch_to_parallel, fold_parallel
+        if not isinstance(model, BranchRFDN):
+            raise UserError(f'{args.input} is a {type(model).__name__}, not a BranchRFDN: nothing to merge')
+        try:
+            out = branch_to_parallel(model, args.grouped, args.cat_as_conv, args.split_as_conv)
+        except ValueError as exc:
+            raise UserError(f'{args.input} is not mergeable: {exc}') from None
+        return fold_parallel(out) if args.fold else out
+    if args.mode == 'collapse':
+        from utils.collapse import collapse_model
+        try:
+            return collapse_model(model)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f'{args.input}: cannot collapse: {exc}') from None
+    from utils.reparam import fold_parallel
+    try:
+        return fold_parallel(model)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f'{args.input}: cannot fold: {exc}') from None
+
+
+def max_difference(a, b, image_path: str | None) -> dict:
+    """Largest |a(x) - b(x)| in 0–255 units on random LR inputs and on a real image."""
+    rng = torch.Generator().manual_seed(0)
+    inputs = [torch.rand(1, 3, h, w, generator=rng) for h, w in ((32, 32), (48, 37), (64, 64))]
+    names = ['random 32×32', 'random 48×37', 'random 64×64']
+    if image_path and os.path.isfile(image_path):
+        from utils.image_io import imread_rgb, uint8_to_tensor
+        inputs.append(uint8_to_tensor(imread_rgb(image_path), 1.0))
+        names.append(os.path.basename(image_path))
+    out = {}
+    with torch.no_grad():
+        for name, x in zip(names, inputs):
+            ya = a(x * a.input_range) * (255.0 / a.input_range)
+            yb = b(x * b.input_range) * (255.0 / b.input_range)
+            out[name] = float((ya - yb).abs().max())
+    return out
+
+
+def describe(model, runtime: bool) -> dict:
+    acts, convs = ntire_activations(model)
+    row = {'model': type(model).__name__, 'params M': count_params(model) / 1e6,
+           'FLOPs G': ntire_flops(model) / 1e9, 'fvcore G': fvcore_flops(model) / 1e9,
+           '#conv': convs, 'serial convs': longest_conv_path(model)}
+    if runtime:
+        x = torch.rand(1, 3, 256, 256) * model.input_range
+        row['CPU ms 256²'] = measure_runtime(model, x, warmup=2, repeats=5)['median_ms']
+    return row
+
+
+def print_table(rows: list) -> None:
+    keys = list(rows[0].keys())
+    cells = [[k for k in keys]] + [[f'{r[k]:.3f}' if isinstance(r[k], float) else str(r[k]) for k in keys]
+                                   for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(keys))]
+    for j, c in enumerate(cells):
+        print(' | '.join(x.rjust(w) for x, w in zip(c, widths)))
+        if j == 0:
+            print('-+-'.join('-' * w for w in widths))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_grad_enabled(False)
+    model = load_model(args.input)
+    if args.scale and model.scale != args.scale:
+        raise UserError(f'{args.input} is a ×{model.scale} model, not ×{args.scale}')
+    new = transform(model, args).eval()
+    diffs = max_difference(model, new, args.image)
+    worst = max(diffs.values())
+    print_table([describe(model, not args.no_runtime), describe(new, not args.no_runtime)])
+    print('max |Δ| of the outputs (0–255): ' + ', '.join(f'{k} {v:.2e}' for k, v in diffs.items()))
+    if not np.isfinite(worst) or worst > args.tolerance:
+        raise UserError(f'not exact: max |Δ| {worst:.3e} > {args.tolerance:g}; nothing written')
+    save_state_dict(new.state_dict(), args.output)
+    print(f'wrote {args.output} ({type(new).__name__}); max |Δ| {worst:.2e} <= {args.tolerance:g}')
+    return 0
+
+
+if __name__ == '__main__':
+    try:
+        sys.exit(main())
+    except UserError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        sys.exit(2)

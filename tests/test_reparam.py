@@ -1,0 +1,105 @@
+"""Exactness of the branch merge (Eq. 1), cat/split as 1×1 convs, and fold."""
+import itertools
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+
+from models import RFDN, BranchRFDN, ParallelRFDN, load_model, model_from_state_dict
+from utils.checkpoint import save_state_dict
+from utils.reparam import branch_to_parallel, fold_parallel, merge_block_diagonal
+
+
+def random_branch(nf, scale, n=4, seed=0):
+    torch.manual_seed(seed)
+    model = BranchRFDN.from_rfdn(RFDN(nf=nf, num_modules=n, upscale=scale))
+    with torch.no_grad():  # every tensor different, so a wrong block placement shows
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model.eval()
+
+
+def test_block_diagonal_equals_separate_convs():
+    torch.manual_seed(0)
+    convs = [nn.Conv2d(ci, co, 3, padding=1) for ci, co in ((3, 5), (4, 2), (7, 7))]
+    w, b = merge_block_diagonal(convs)
+    xs = [torch.randn(1, c.in_channels, 9, 11) for c in convs]
+    merged = torch.nn.functional.conv2d(torch.cat(xs, 1), w, b, padding=1)
+    separate = torch.cat([c(x) for c, x in zip(convs, xs)], 1)
+    assert torch.allclose(merged, separate, atol=1e-5)
+    assert torch.count_nonzero(w[:5, 3:]) == 0  # explicit zero blocks off the diagonal
+
+
+@pytest.mark.parametrize('nf,scale', [(10, 2), (13, 3), (8, 4)])
+@pytest.mark.parametrize('grouped,cat_as_conv,split_as_conv',
+                         [c for c in itertools.product([False, True], repeat=3)])
+def test_merge_is_exact(nf, scale, grouped, cat_as_conv, split_as_conv):
+    branch = random_branch(nf, scale)
+    par = branch_to_parallel(branch, grouped, cat_as_conv, split_as_conv)
+    x = torch.rand(1, 3, 19, 23) * 255
+    with torch.no_grad():
+        ref = branch(x)
+        assert (par(x) - ref).abs().max() < 1e-3
+        rebuilt = model_from_state_dict(par.state_dict())        # widths from the tensors
+        assert isinstance(rebuilt, ParallelRFDN)
+        assert (rebuilt(x) - ref).abs().max() < 1e-3
+        if not grouped:
+            folded = fold_parallel(par)
+            names = [n for n, m in folded.named_modules() if isinstance(m, nn.Conv2d)]
+            assert not any('cat_conv' in n or 'split' in n for n in names)
+            assert (folded(x) - ref).abs().max() < 1e-3
+
+
+def test_grouped_has_n_times_fewer_block_flops():
+    from utils.model_summary import ntire_flops
+    branch = random_branch(8, 4)
+    dense, grouped = branch_to_parallel(branch), branch_to_parallel(branch, grouped=True)
+    f_branch = ntire_flops(branch, (3, 32, 32))
+    assert ntire_flops(grouped, (3, 32, 32)) == pytest.approx(f_branch, rel=1e-6)
+    assert ntire_flops(dense, (3, 32, 32)) > 2.5 * f_branch
+
+
+def test_fold_after_pruning_like_edit():
+    """Fold is exact for any 1×1 linear map, e.g. after channels were pruned away."""
+    par = branch_to_parallel(random_branch(8, 4), cat_as_conv=True, split_as_conv=True)
+    x = torch.rand(1, 3, 20, 20) * 255
+    with torch.no_grad():
+        par.split_s.weight.mul_(torch.rand_like(par.split_s.weight) + 0.5)
+        par.B.cat_conv.weight.add_(0.01 * torch.randn_like(par.B.cat_conv.weight))
+        assert (fold_parallel(par)(x) - par(x)).abs().max() < 1e-3
+
+
+def _cli(repo_root, *args):
+    return subprocess.run([sys.executable, 'reparam.py', *args], cwd=repo_root,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_reparam_cli_and_refusals(repo_root, tmp_path):
+    branch = random_branch(8, 4)
+    src = tmp_path / 'branch.pth'
+    save_state_dict(branch.state_dict(), str(src))
+    out = tmp_path / 'par.pth'
+    r = _cli(repo_root, '--input', str(src), '--output', str(out), '--cat-as-conv', '--no_runtime')
+    assert r.returncode == 0, r.stderr
+    assert 'max |Δ|' in r.stdout and 'serial convs' in r.stdout
+    folded = tmp_path / 'folded.pth'
+    r = _cli(repo_root, '--mode', 'fold', '--input', str(out), '--output', str(folded), '--no_runtime')
+    assert r.returncode == 0, r.stderr
+    assert 'cat_conv' not in ''.join(torch.load(folded, weights_only=True))
+    # not mergeable: a plain RFDN, and branches of different widths
+    rfdn = tmp_path / 'rfdn.pth'
+    save_state_dict(RFDN(nf=8).state_dict(), str(rfdn))
+    bad_out = tmp_path / 'never.pth'
+    r = _cli(repo_root, '--input', str(rfdn), '--output', str(bad_out))
+    assert r.returncode == 2 and 'not a BranchRFDN' in r.stderr and 'Traceback' not in r.stderr
+    from models.blocks import apply_conv_overrides, conv_spec
+    odd = random_branch(8, 4)
+    apply_conv_overrides(odd, {'S2.c1_d': (8, 3, 1, True), 'S2.c5': (7, 8, 1, True)})
+    odd_path = tmp_path / 'odd.pth'
+    save_state_dict(odd.state_dict(), str(odd_path))
+    r = _cli(repo_root, '--input', str(odd_path), '--output', str(bad_out))
+    assert r.returncode == 2 and 'not mergeable' in r.stderr and 'differ in width' in r.stderr
+    assert not bad_out.exists()
