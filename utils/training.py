@@ -148,7 +148,8 @@ class Trainer:
     """Trains `model` (an SRModel) by the config; `teacher` is needed for distillation."""
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, teacher: nn.Module | None = None,
-                 trainable: list | None = None, freeze: list | None = None):
+                 trainable: list | None = None, freeze: list | None = None,
+                 cache: PairCache | None = None, val_set=None):
         self.cfg = cfg
         self.rank, self.world, device = setup_distributed(cfg.device)
         self.device = torch.device(device)
@@ -189,13 +190,17 @@ class Trainer:
         self.history = []
 
         # data: every problem with it surfaces here, before the first step
-        pairs = find_training_pairs(cfg.data_dirs, cfg.scale, cfg.lr_dirs)
         min_patch = min(p for p, _ in self.schedule)
-        self.cache = PairCache(pairs, cfg.scale, min_patch, cfg.cache_dir, cfg.progress and self.is_main)
-        if self.cache.skipped and self.is_main:
-            print(f'skipped {self.cache.skipped} training images smaller than one '
-                  f'{min_patch}-pixel LR patch')
-        self.val_set = folder_set(cfg.val_hr_dir, None, cfg.scale) if cfg.val_hr_dir else None
+        if cache is None:  # prune.py passes one cache to all its fine-tuning rounds
+            pairs = find_training_pairs(cfg.data_dirs, cfg.scale, cfg.lr_dirs)
+            cache = PairCache(pairs, cfg.scale, min_patch, cfg.cache_dir, cfg.progress and self.is_main)
+            if cache.skipped and self.is_main:
+                print(f'skipped {cache.skipped} training images smaller than one '
+                      f'{min_patch}-pixel LR patch')
+        self.cache = cache
+        if val_set is None and cfg.val_hr_dir:
+            val_set = folder_set(cfg.val_hr_dir, None, cfg.scale)
+        self.val_set = val_set
         os.makedirs(cfg.out_dir, exist_ok=True)
         self.state_path = os.path.join(cfg.out_dir, 'state.pth')
         self.log_path = os.path.join(cfg.out_dir, 'log.csv')

@@ -1,0 +1,131 @@
+"""Prune a model of this repository (Torch-Pruning), fine-tuning between steps.
+
+PRFDN (the seed's schedule: 90% of the channels in 16 steps):
+    python prune.py --input parallel.pth --out_dir experiments/prune --steps 16 --ratio 0.9 \
+        --finetune_iters 100 --distill
+To a budget instead (absolute, or a fraction of the current size when <= 1):
+    python prune.py --input m.pth --out_dir exp --steps 4 --target_params 0.5
+Every completed step is kept as OUT_DIR/step_XX.pth with a CSV/JSON log and a PSNR-vs-FLOPs
+plot; the final model is written to --output (a plain state_dict; fold helper convs with
+`reparam.py --mode fold`).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import glob
+import os
+import sys
+
+import torch
+
+from models import load_model
+from utils.checkpoint import save_state_dict
+from utils.data import PairCache, find_training_pairs
+from utils.datasets import folder_set
+from utils.errors import UserError
+from utils.prune_loop import iterative_prune, make_finetune
+from utils.pruning import IMPORTANCE_NAMES, make_importance, size_of
+from utils.training import TrainConfig, Trainer
+
+SHARED = os.environ.get('ESR_SHARED', os.path.join('..', 'shared'))
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--input', required=True)
+    p.add_argument('--output', default=None, help='final pruned model (default OUT_DIR/pruned.pth)')
+    p.add_argument('--out_dir', required=True)
+    p.add_argument('--steps', type=int, default=16)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument('--ratio', type=float, default=None, help='share of prunable channels removed (0–1)')
+    g.add_argument('--target_params', type=float, default=None)
+    g.add_argument('--target_flops', type=float, default=None, help='NTIRE hook FLOPs at 256²')
+    g.add_argument('--target_latency_ms', type=float, default=None, help='256² LR on --device')
+    p.add_argument('--importance', default='l1', help=f'one of {", ".join(IMPORTANCE_NAMES)}')
+    p.add_argument('--round_to', type=int, default=None, help='keep widths multiples of this')
+    p.add_argument('--finetune_iters', type=int, default=100, help='0: no fine-tuning')
+    p.add_argument('--distill', action='store_true', help='fine-tune with output distillation '
+                   'from the unpruned model as well as L1')
+    p.add_argument('--lr', type=float, default=1e-4)
+    p.add_argument('--batch_size', type=int, default=16)
+    p.add_argument('--patch_size', type=int, default=64)
+    p.add_argument('--data_dir', nargs='+', default=None)
+    p.add_argument('--val_hr_dir', default=os.path.join(SHARED, 'benchmark', 'Set5', 'HR'))
+    p.add_argument('--workers', type=int, default=2)
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--resume', action='store_true', help='continue after the last completed step')
+    return p.parse_args(argv)
+
+
+def budget_of(args, model):
+    for metric, value in (('params', args.target_params), ('flops', args.target_flops),
+                          ('latency_ms', args.target_latency_ms)):
+        if value is not None:
+            if value <= 0:
+                raise UserError(f'--target_{metric} must be positive')
+            current = size_of(model, metric, args.device)
+            target = value * current if value <= 1 else value
+            if target >= current:
+                raise UserError(f'--target_{metric} {target:.4g} is not below the current {current:.4g}')
+            return metric, target
+    return None
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    make_importance(args.importance)
+    model = load_model(args.input, device=args.device)
+    budget = budget_of(args, model)
+    if budget is None and args.ratio is None:
+        args.ratio = 0.9
+    if args.ratio is not None and not 0 < args.ratio < 1:
+        raise UserError(f'--ratio must be in (0, 1), got {args.ratio}')
+    teacher = copy.deepcopy(model).eval() if args.distill else None
+    val_set = folder_set(args.val_hr_dir, None, model.scale) if args.val_hr_dir not in (None, 'none') else None
+
+    finetune = None
+    cache = None
+    if args.finetune_iters > 0:
+        data_dirs = args.data_dir or sorted(d for d in glob.glob(os.path.join(SHARED, 'train', '*'))
+                                            if os.path.isdir(d))
+        cache = PairCache(find_training_pairs(data_dirs, model.scale), model.scale, args.patch_size)
+
+        def factory(m, scratch):
+            cfg = TrainConfig(out_dir=scratch, data_dirs=data_dirs, scale=m.scale,
+                              batch_size=args.batch_size, patch_size=args.patch_size,
+                              iters=args.finetune_iters, lr=args.lr, scheduler='constant',
+                              distill='output' if args.distill else 'none', val_every=0,
+                              save_every=10 ** 9, workers=args.workers, seed=args.seed,
+                              device=args.device, log_every=10)
+            return Trainer(m, cfg, teacher, cache=cache, val_set=val_set)
+        finetune = make_finetune(factory, args.out_dir)
+
+    def grad_batch():
+        from utils.data import PatchBatches
+        return PatchBatches(cache, args.batch_size, [(args.patch_size, 1)], args.seed)[0]
+
+    model, rows = iterative_prune(
+        model, out_dir=args.out_dir, steps=args.steps, ratio=args.ratio if budget is None else None,
+        budget=budget, importance=args.importance, round_to=args.round_to, finetune=finetune,
+        val_set=val_set, device=args.device, grad_batch_fn=grad_batch if cache else None,
+        resume=args.resume)
+    output = args.output or os.path.join(args.out_dir, 'pruned.pth')
+    save_state_dict(model.state_dict(), output)
+    first, last = rows[0], rows[-1]
+    print(f'wrote {output}: params {first["params_M"]:.4f} -> {last["params_M"]:.4f} M, '
+          f'FLOPs {first["flops_G"]:.2f} -> {last["flops_G"]:.2f} G'
+          + (f', PSNR-Y {first["psnr_y"]:.3f} -> {last["psnr_y"]:.3f} dB' if 'psnr_y' in last else ''))
+    return 0
+
+
+if __name__ == '__main__':
+    try:
+        sys.exit(main())
+    except UserError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print('interrupted: completed steps are kept in --out_dir; --resume continues', file=sys.stderr)
+        sys.exit(130)

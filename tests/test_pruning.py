@@ -1,0 +1,149 @@
+"""Channel pruning (Torch-Pruning): exactness, budgets, every family, bad input."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from models import IMDN, RFDN, RLFN, BranchRFDN, load_model, model_from_state_dict
+from utils.checkpoint import save_state_dict
+from utils.errors import UserError
+from utils.pruning import (channel_groups, example_input, prepare_for_pruning, prune_step,
+                           prune_to_budget, schedule_ratios, size_of, zero_group_channels)
+from utils.reparam import branch_to_parallel
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def small_models():
+    torch.manual_seed(0)
+    branch = BranchRFDN.from_rfdn(RFDN(nf=16, num_modules=4))
+    return {
+        'RFDN': RFDN(nf=16, num_modules=2),
+        'IMDN': IMDN(nc=16, nb=2),
+        'RLFN': RLFN(feature_channels=16, mid_channels=12, esa_channels=8, num_blocks=2),
+        'ParallelRFDN': branch_to_parallel(branch),
+        'ParallelRFDN-catconv': branch_to_parallel(branch, cat_as_conv=True, split_as_conv=True),
+    }
+
+
+@pytest.mark.parametrize('name', list(small_models()))
+def test_zeroed_channels_are_pruned_exactly(name):
+    """Zero 25% of the channels of every prunable group; L1 pruning at 25% must remove
+    exactly those, leaving the output unchanged (1e-4, model range)."""
+    model = prepare_for_pruning(small_models()[name]).eval()
+    x = example_input(model, 24)
+    dg, groups = channel_groups(model)
+    g = torch.Generator().manual_seed(1)
+    for group in groups:
+        n = len(group[0][1])
+        k = int(n * 0.25)
+        if k == 0:
+            continue
+        idxs = torch.randperm(n, generator=g)[:k].tolist()
+        root = group[0][0].target.module
+        sub = dg.get_pruning_group(root, group[0][0].handler, idxs)
+        zero_group_channels(sub)
+    with torch.no_grad():
+        before = model(x)
+    n_before = sum(p.numel() for p in model.parameters())
+    prune_step(model, 0.25, 'l1')
+    with torch.no_grad():
+        after = model(x)
+    assert sum(p.numel() for p in model.parameters()) < 0.8 * n_before
+    assert after.shape == before.shape
+    assert (after - before).abs().max() < 1e-4 * model.input_range
+    rebuilt = model_from_state_dict(model.state_dict())           # widths from the tensors
+    with torch.no_grad():
+        assert torch.allclose(rebuilt(x), after, atol=1e-5 * model.input_range)
+
+
+@pytest.mark.parametrize('name', ['RFDN', 'IMDN', 'RLFN', 'ParallelRFDN'])
+@pytest.mark.parametrize('scale', [2, 3])
+def test_shape_and_scale_preserved(name, scale):
+    model = {'RFDN': lambda: RFDN(nf=12, num_modules=2, upscale=scale),
+             'IMDN': lambda: IMDN(nc=12, nb=1, upscale=scale),
+             'RLFN': lambda: RLFN(feature_channels=12, mid_channels=8, esa_channels=4,
+                                  num_blocks=1, upscale=scale),
+             'ParallelRFDN': lambda: branch_to_parallel(
+                 BranchRFDN.from_rfdn(RFDN(nf=12, upscale=scale)))}[name]().eval()
+    model = prepare_for_pruning(model)
+    prune_step(model, 0.5, 'l2')
+    out = model(example_input(model, 17))
+    assert out.shape == (1, 3, 17 * scale, 17 * scale)
+    assert model.upsampler[0].out_channels == 3 * scale ** 2 if hasattr(model, 'upsampler') else True
+
+
+@pytest.mark.parametrize('metric,fraction', [('params', 0.5), ('flops', 0.3)])
+def test_budget_lands_within_two_percent(metric, fraction):
+    model = prepare_for_pruning(small_models()['ParallelRFDN']).eval()
+    target = fraction * size_of(model, metric)
+    pruned, value = prune_to_budget(model, metric, target, 'l1')
+    assert abs(value - target) <= 0.02 * target, (value, target)
+    assert size_of(pruned, metric) == value
+
+
+def test_schedule_is_the_seeds():
+    r = schedule_ratios(0.9, 16)
+    kept = 1.0
+    for x in r:
+        kept *= 1 - x
+    assert len(r) == 16 and kept == pytest.approx(0.1)
+    for bad in (0, 1, 1.5, -0.1):
+        with pytest.raises(UserError):
+            schedule_ratios(bad, 4)
+
+
+def _cli(repo_root, *args):
+    return subprocess.run([sys.executable, 'prune.py', *args], cwd=repo_root, capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS='1'))
+
+
+def test_prune_cli_steps_log_and_bad_input(repo_root, tmp_path):
+    torch.manual_seed(0)
+    src = tmp_path / 'par.pth'
+    save_state_dict(branch_to_parallel(BranchRFDN.from_rfdn(RFDN(nf=12))).state_dict(), str(src))
+    out = tmp_path / 'run'
+    r = _cli(repo_root, '--input', str(src), '--out_dir', str(out), '--steps', '3', '--ratio', '0.6',
+             '--finetune_iters', '0', '--val_hr_dir', 'none')
+    assert r.returncode == 0, r.stderr
+    rows = (out / 'prune_log.csv').read_text().strip().splitlines()
+    assert len(rows) == 1 + 4 and (out / 'step_03.pth').exists()
+    # the result rebuilds in a fresh process
+    chk = subprocess.run([sys.executable, '-c', 'import sys; from models import load_model; '
+                          f'm = load_model(r"{out / "pruned.pth"}"); print(type(m).__name__)'],
+                         cwd=repo_root, capture_output=True, text=True)
+    assert chk.stdout.strip() == 'ParallelRFDN', chk.stderr
+    bad = [(['--ratio', '1.5'], 'must be in (0, 1)'),
+           (['--ratio', '0'], 'must be in (0, 1)'),
+           (['--target_params', '99999999'], 'not below the current'),
+           (['--importance', 'magic'], 'unknown importance')]
+    for extra, needle in bad:
+        r = _cli(repo_root, '--input', str(src), '--out_dir', str(tmp_path / 'bad'), '--finetune_iters',
+                 '0', '--val_hr_dir', 'none', *extra)
+        assert r.returncode == 2 and needle in r.stderr and 'Traceback' not in r.stderr, r.stderr
+        assert not (tmp_path / 'bad' / 'step_01.pth').exists()
+
+
+def test_resume_keeps_completed_steps(repo_root, tmp_path):
+    torch.manual_seed(0)
+    src = tmp_path / 'rfdn.pth'
+    save_state_dict(RFDN(nf=12, num_modules=2).state_dict(), str(src))
+    out = tmp_path / 'run'
+    common = ['--input', str(src), '--out_dir', str(out), '--steps', '3', '--ratio', '0.5',
+              '--finetune_iters', '0', '--val_hr_dir', 'none']
+    r = _cli(repo_root, *common)
+    assert r.returncode == 0, r.stderr
+    full = torch.load(out / 'step_03.pth', weights_only=True)
+    (out / 'step_03.pth').unlink()                      # as if killed during step 3
+    r = _cli(repo_root, *common, '--resume')
+    assert r.returncode == 0 and 'resumed after step 2' in r.stdout, r.stderr
+    again = torch.load(out / 'step_03.pth', weights_only=True)
+    assert all(torch.equal(full[k], again[k]) for k in full)

@@ -1,0 +1,174 @@
+"""The iterative prune → fine-tune → evaluate loop of `prune.py`.
+
+After every completed step the pruned model is written atomically as
+OUT_DIR/step_XX.pth (plain state_dict) and a row is appended to OUT_DIR/prune_log.csv and
+prune_log.json; an interrupted run therefore keeps every completed step, and `--resume`
+continues after the last one.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import glob
+import json
+import os
+import re
+import shutil
+
+import torch
+
+from .checkpoint import save_state_dict
+from .errors import UserError
+from .evaluate import evaluate
+from .model_summary import count_params, fvcore_flops, measure_runtime, ntire_flops
+from .pruning import conv_widths, prepare_for_pruning, prune_step, prune_to_budget, schedule_ratios, \
+    size_of, build_pruner, make_importance
+
+
+def measure_row(model, val_set, device) -> dict:
+    x = torch.rand(1, 3, 256, 256, device=device) * model.input_range
+    row = {'params_M': count_params(model) / 1e6, 'flops_G': ntire_flops(model) / 1e9,
+           'fvcore_G': fvcore_flops(model) / 1e9,
+           'cpu_ms_256': measure_runtime(model, x, warmup=1, repeats=5)['median_ms']}
+    if val_set is not None:
+        res = evaluate(model.eval(), val_set, device, progress=False, warmup=False)
+        row['psnr_y'] = sum(res['psnr_y']) / len(res['psnr_y'])
+    return row
+
+
+def plot_log(rows: list, path: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    pts = [(r['flops_G'], r['psnr_y'], r['step']) for r in rows if r.get('psnr_y') is not None]
+    if not pts:
+        return
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker='o')
+    for f, q, s in pts:
+        ax.annotate(str(s), (f, q), fontsize=7, xytext=(3, 3), textcoords='offset points')
+    ax.set_xlabel('FLOPs (G, NTIRE hooks, 256×256 LR)')
+    ax.set_ylabel('validation PSNR-Y (dB)')
+    ax.set_title('pruning steps (label = step)')
+    ax.invert_xaxis()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path + '.tmp.png'
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _write_logs(rows: list, out_dir: str) -> None:
+    keys = ['step', 'ratio', 'params_M', 'flops_G', 'fvcore_G', 'cpu_ms_256', 'psnr_y', 'psnr_y_before_ft']
+    tmp = os.path.join(out_dir, '.prune_log.csv')
+    with open(tmp, 'w', newline='') as f:
+        w = csv.DictWriter(f, fieldnames=keys, extrasaction='ignore')
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()})
+    os.replace(tmp, os.path.join(out_dir, 'prune_log.csv'))
+    tmp = os.path.join(out_dir, '.prune_log.json')
+    with open(tmp, 'w') as f:
+        json.dump(rows, f, indent=1)
+    os.replace(tmp, os.path.join(out_dir, 'prune_log.json'))
+    plot_log(rows, os.path.join(out_dir, 'prune_psnr_flops.png'))
+
+
+def last_completed_step(out_dir: str) -> tuple[int, str | None]:
+    steps = []
+    for p in glob.glob(os.path.join(out_dir, 'step_*.pth')):
+        m = re.search(r'step_(\d+)\.pth$', p)
+        if m:
+            steps.append((int(m.group(1)), p))
+    return max(steps) if steps else (0, None)
+
+
+def iterative_prune(model, *, out_dir: str, steps: int, ratio: float | None = None,
+                    budget: tuple | None = None, importance: str = 'l1', round_to: int | None = None,
+                    finetune=None, val_set=None, device='cpu', grad_batch_fn=None,
+                    resume: bool = False, progress=print) -> tuple:
+    """Prune `model` in `steps` steps, fine-tuning after each with `finetune(model, step)`.
+
+    Either `ratio` (share of prunable channels removed in all, spread linearly over the
+    steps as in the seed) or `budget` = (metric, target) with metric in params / flops /
+    latency_ms: each step aims at a geometric interpolation between the start and the
+    target, and the last lands within 2% of it. Returns (model, rows).
+    """
+    make_importance(importance)                     # unknown names fail before any work
+    os.makedirs(out_dir, exist_ok=True)
+    model = prepare_for_pruning(model)
+    build_pruner(copy.deepcopy(model).eval(), 0.5, make_importance('l1'), round_to)  # traceable?
+    plan_path = os.path.join(out_dir, 'plan.json')
+    plan = {'steps': steps, 'ratio': ratio, 'budget': budget, 'importance': importance,
+            'round_to': round_to}
+    rows = []
+    start = 0
+    if resume:
+        start, path = last_completed_step(out_dir)
+        if path:
+            from models import load_model
+            with open(plan_path) as f:
+                saved = json.load(f)
+            if saved['steps'] != steps or saved['ratio'] != ratio or \
+                    (saved['budget'] and list(saved['budget'][:2]) != list(budget or [])[:2]):
+                raise UserError(f'--resume: the schedule differs from {plan_path}')
+            plan = saved
+            model = prepare_for_pruning(load_model(path, device=device))
+            with open(os.path.join(out_dir, 'prune_log.json')) as f:
+                rows = json.load(f)[:start + 1]
+            progress(f'resumed after step {start} ({path})')
+    if budget is not None:
+        metric, target = budget
+        if 'start_value' not in plan:
+            plan['start_value'] = size_of(model, metric, device)
+        if target >= plan['start_value']:
+            raise UserError(f'target {metric} {target:.4g} is not below the current '
+                            f'{plan["start_value"]:.4g}')
+    if not rows:
+        rows = [{'step': 0, 'ratio': 0.0, **measure_row(model, val_set, device)}]
+        _write_logs(rows, out_dir)
+    with open(plan_path, 'w') as f:
+        json.dump(plan, f, indent=1)
+    ratios = schedule_ratios(ratio, steps) if budget is None else None
+    for step in range(start + 1, steps + 1):
+        grad_batch = grad_batch_fn() if (importance == 'taylor' and grad_batch_fn) else None
+        if budget is None:
+            r = ratios[step - 1]
+            prune_step(model, r, importance, round_to, grad_batch)
+        else:
+            metric, target = budget
+            s0 = plan['start_value']
+            goal = s0 * (target / s0) ** (step / steps)
+            model, _ = prune_to_budget(model, metric, goal, importance, round_to, grad_batch,
+                                       device=device)
+            r = None
+        before = None
+        if finetune is not None and val_set is not None:
+            before = measure_row(model, val_set, device).get('psnr_y')
+        if finetune is not None:
+            finetune(model, step)
+        row = {'step': step, 'ratio': r, **measure_row(model, val_set, device),
+               'psnr_y_before_ft': before, 'widths': conv_widths(model)}
+        rows.append(row)
+        save_state_dict(model.state_dict(), os.path.join(out_dir, f'step_{step:02d}.pth'))
+        _write_logs(rows, out_dir)
+        progress(f'step {step}/{steps}: params {row["params_M"]:.4f} M, FLOPs {row["flops_G"]:.2f} G, '
+                 f'{row["cpu_ms_256"]:.0f} ms' + (f', PSNR-Y {row["psnr_y"]:.3f} dB' if 'psnr_y' in row else ''))
+        if budget is not None:
+            metric, target = budget
+            value = size_of(model, metric, device) if metric != 'latency_ms' else row['cpu_ms_256']
+            if abs(value - target) <= 0.02 * target or value < target:
+                break
+    return model, rows
+
+
+def make_finetune(trainer_factory, keep_dir: str):
+    """A finetune(model, step) that trains with a fresh Trainer in a scratch folder."""
+    def finetune(model, step):
+        scratch = os.path.join(keep_dir, '_finetune')
+        shutil.rmtree(scratch, ignore_errors=True)
+        trainer = trainer_factory(model, scratch)
+        trainer.fit()
+        shutil.rmtree(scratch, ignore_errors=True)
+    return finetune
