@@ -5,6 +5,13 @@ PRFDN (the seed's schedule: 90% of the channels in 16 steps):
         --finetune_iters 100 --distill
 To a budget instead (absolute, or a fraction of the current size when <= 1):
     python prune.py --input m.pth --out_dir exp --steps 4 --target_params 0.5
+AdvancedSR (kernel pruning, then bias pruning, L2 fine-tuning):
+    python prune.py --mode kernel --input ../shared/pretrained/team00_rlfn.pth --sensitivity
+    python prune.py --mode kernel --input ../shared/pretrained/team00_rlfn.pth --kernel_prune 3 \
+        --out_dir exp/kp --loss l2
+    python prune.py --mode bias --input exp/kp/pruned.pth --out_dir exp/bp --loss l2
+CLB block pruning (IMDN 8 -> 7 blocks):
+    python prune.py --mode block --input ../shared/pretrained/imdn_baseline.pth --drop_blocks 8 --out_dir exp/b7
 Every completed step is kept as OUT_DIR/step_XX.pth with a CSV/JSON log and a PSNR-vs-FLOPs
 plot; the final model is written to --output (a plain state_dict; fold helper convs with
 `reparam.py --mode fold`).
@@ -34,8 +41,17 @@ SHARED = os.environ.get('ESR_SHARED', os.path.join('..', 'shared'))
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--input', required=True)
+    p.add_argument('--mode', default='channel', choices=['channel', 'kernel', 'bias', 'block'])
+    p.add_argument('--sensitivity', action='store_true',
+                   help='kernel mode: print the ranked sensitivity table and stop')
+    p.add_argument('--kernel_prune', type=int, default=None, help='kernel mode: convs to turn 1×1')
+    p.add_argument('--bias_keep', nargs='+', default=['conv_1', 'fea_conv', 'head', '*esa*'],
+                   help='bias mode: convs (fnmatch) that keep their bias')
+    p.add_argument('--drop_blocks', type=int, nargs='+', default=None, help='block mode: 1-based blocks')
+    p.add_argument('--loss', default='l1', choices=['l1', 'l2'], help='fine-tuning loss')
     p.add_argument('--output', default=None, help='final pruned model (default OUT_DIR/pruned.pth)')
-    p.add_argument('--out_dir', required=True)
+    p.add_argument('--out_dir', default=None, help='logs and per-step checkpoints (required '
+                   'unless --sensitivity)')
     p.add_argument('--steps', type=int, default=16)
     g = p.add_mutually_exclusive_group()
     g.add_argument('--ratio', type=float, default=None, help='share of prunable channels removed (0–1)')
@@ -77,6 +93,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     make_importance(args.importance)
     model = load_model(args.input, device=args.device)
+    if args.mode == 'kernel' and args.sensitivity:
+        return print_sensitivity(model, args)
+    if not args.out_dir:
+        raise UserError('--out_dir is required')
+    if args.mode != 'channel':
+        return other_modes(model, args)
     budget = budget_of(args, model)
     if budget is None and args.ratio is None:
         args.ratio = 0.9
@@ -96,6 +118,7 @@ def main(argv=None) -> int:
             cfg = TrainConfig(out_dir=scratch, data_dirs=data_dirs, scale=m.scale,
                               batch_size=args.batch_size, patch_size=args.patch_size,
                               iters=args.finetune_iters, lr=args.lr, scheduler='constant',
+                              loss=args.loss,
                               distill='output' if args.distill else 'none', val_every=0,
                               save_every=10 ** 9, workers=args.workers, seed=args.seed,
                               device=args.device, log_every=10)
@@ -112,6 +135,80 @@ def main(argv=None) -> int:
         val_set=val_set, device=args.device, grad_batch_fn=grad_batch if cache else None,
         resume=args.resume)
     output = args.output or os.path.join(args.out_dir, 'pruned.pth')
+    save_state_dict(model.state_dict(), output)
+    first, last = rows[0], rows[-1]
+    print(f'wrote {output}: params {first["params_M"]:.4f} -> {last["params_M"]:.4f} M, '
+          f'FLOPs {first["flops_G"]:.2f} -> {last["flops_G"]:.2f} G'
+          + (f', PSNR-Y {first["psnr_y"]:.3f} -> {last["psnr_y"]:.3f} dB' if 'psnr_y' in last else ''))
+    return 0
+
+
+def print_sensitivity(model, args) -> int:
+    from utils.kernel_pruning import eligible_convs, psnr_drop_table
+    val_set = folder_set(args.val_hr_dir, None, model.scale)
+    rows = psnr_drop_table(model, eligible_convs(model), val_set, args.device)
+    rows.sort(key=lambda r: -r['centre_share'])
+    print(f'sensitivity of every k×k conv on {val_set.name} (no fine-tuning), by centre-tap share:')
+    print(f'{"conv":<20} {"centre share":>12} {"PSNR-Y drop dB":>15}')
+    for r in rows:
+        print(f'{r["name"]:<20} {r["centre_share"]:>12.3f} {r["psnr_y_drop"]:>15.2f}')
+    return 0
+
+
+def make_finetuner(model, args, val_set):
+    if args.finetune_iters <= 0:
+        return None
+    data_dirs = args.data_dir or sorted(d for d in glob.glob(os.path.join(SHARED, 'train', '*'))
+                                        if os.path.isdir(d))
+    cache = PairCache(find_training_pairs(data_dirs, model.scale), model.scale, args.patch_size)
+    teacher = copy.deepcopy(model).eval() if args.distill else None
+
+    def factory(m, scratch):
+        cfg = TrainConfig(out_dir=scratch, data_dirs=data_dirs, scale=m.scale, batch_size=args.batch_size,
+                          patch_size=args.patch_size, iters=args.finetune_iters, lr=args.lr,
+                          scheduler='constant', loss=args.loss,
+                          distill='output' if args.distill else 'none', val_every=0,
+                          save_every=10 ** 9, workers=args.workers, seed=args.seed,
+                          device=args.device, log_every=10)
+        return Trainer(m, cfg, teacher, cache=cache, val_set=val_set)
+    return make_finetune(factory, args.out_dir)
+
+
+def other_modes(model, args) -> int:
+    """kernel / bias / block pruning, each followed by fine-tuning."""
+    from utils.prune_loop import measure_row, progressive_kernel_prune, _write_logs
+    val_set = folder_set(args.val_hr_dir, None, model.scale) if args.val_hr_dir not in (None, 'none') else None
+    output = args.output or os.path.join(args.out_dir, 'pruned.pth')
+    if args.mode == 'block':
+        from utils.block_pruning import drop_blocks
+        if not args.drop_blocks:
+            raise UserError('--mode block needs --drop_blocks')
+        try:
+            model = drop_blocks(model, args.drop_blocks).to(args.device)
+        except (ValueError, TypeError) as exc:
+            raise UserError(str(exc)) from None
+    if args.mode == 'kernel':
+        if args.kernel_prune is None and args.target_latency_ms is None:
+            raise UserError('--mode kernel needs --kernel_prune K or --target_latency_ms')
+        finetune = make_finetuner(model, args, val_set)
+        model, rows = progressive_kernel_prune(
+            model, out_dir=args.out_dir, count=args.kernel_prune,
+            target_latency_ms=args.target_latency_ms, finetune=finetune, val_set=val_set,
+            device=args.device)
+    else:
+        os.makedirs(args.out_dir, exist_ok=True)
+        rows = [{'step': 0, **measure_row(model, val_set, args.device)}]
+        if args.mode == 'bias':
+            from utils.kernel_pruning import bias_prune
+            removed = bias_prune(model, args.bias_keep)
+            print(f'removed the biases of {len(removed)} convs: {", ".join(removed)}')
+        finetune = make_finetuner(model, args, val_set)
+        before = measure_row(model, val_set, args.device).get('psnr_y')
+        if finetune is not None:
+            finetune(model, 1)
+        rows.append({'step': 1, **measure_row(model, val_set, args.device), 'psnr_y_before_ft': before})
+        save_state_dict(model.state_dict(), os.path.join(args.out_dir, 'step_01.pth'))
+        _write_logs(rows, args.out_dir)
     save_state_dict(model.state_dict(), output)
     first, last = rows[0], rows[-1]
     print(f'wrote {output}: params {first["params_M"]:.4f} -> {last["params_M"]:.4f} M, '

@@ -73,6 +73,9 @@ def parse_args(argv=None):
     p.add_argument('--profile', action='store_true', help='print the share of time spent waiting for data')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--no_progress', action='store_true')
+    p.add_argument('--report_gap', action='store_true',
+                   help='print how far the student\'s distillation features (BranchRFDN: the branch '
+                   'inputs) are from the --teacher\'s on the validation LR images, then exit')
     return p.parse_args(argv)
 
 
@@ -104,6 +107,8 @@ def main(argv=None) -> int:
     if student.scale != args.scale:
         raise UserError(f'the model is ×{student.scale} but --scale is {args.scale}')
     teacher = load_model(args.teacher) if args.teacher else None
+    if args.report_gap:
+        return report_gap(student, teacher, args)
     cfg = TrainConfig(
         out_dir=args.out_dir, data_dirs=data_dirs, lr_dirs=args.lr_dir, scale=args.scale,
         batch_size=args.batch_size, patch_size=args.patch_size, patch_schedule=args.patch_schedule,
@@ -129,6 +134,31 @@ def main(argv=None) -> int:
     summary = trainer.fit()
     if trainer.is_main:
         print(json.dumps(summary))
+    return 0
+
+
+def report_gap(student, teacher, args) -> int:
+    """Relative L2 distance ||f_s - f_t|| / ||f_t|| per distillation feature, on the
+    validation set's LR images (BranchRFDN: input of branch k vs teacher block k-1 output)."""
+    from utils.datasets import folder_set
+    from utils.image_io import uint8_to_tensor
+    if teacher is None or not hasattr(student, 'distillation_features'):
+        raise UserError('--report_gap needs --teacher and a student with distillation features')
+    val = folder_set(args.val_hr_dir, None, args.scale)
+    student.eval()
+    sums = None
+    with torch.no_grad():
+        for item in val.items:
+            x = uint8_to_tensor(item.load_lr(), student.input_range)
+            fs, ft = student.distillation_features(x), teacher.distillation_features(x)
+            d = [float((a - b).norm() ** 2) for a, b in zip(fs, ft)]
+            t = [float(b.norm() ** 2) for b in ft]
+            sums = [(d, t)] if sums is None else sums + [(d, t)]
+    for k in range(len(sums[0][0])):
+        num = sum(s[0][k] for s in sums)
+        den = sum(s[1][k] for s in sums)
+        print(f'branch {k + 2} input vs teacher block {k + 1} output: '
+              f'relative L2 distance {(num / den) ** 0.5:.4f} on {val.name} ({len(val)} LR images)')
     return 0
 
 

@@ -147,3 +147,39 @@ def test_resume_keeps_completed_steps(repo_root, tmp_path):
     assert r.returncode == 0 and 'resumed after step 2' in r.stdout, r.stderr
     again = torch.load(out / 'step_03.pth', weights_only=True)
     assert all(torch.equal(full[k], again[k]) for k in full)
+
+
+def test_kernel_bias_block_modes_cli(repo_root, tmp_path):
+    """prune.py --mode kernel / bias / block write checkpoints the builder rebuilds."""
+    import cv2
+    import numpy as np
+    val = tmp_path / 'val' / 'HR'
+    val.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(val / 'a.png'), cv2.GaussianBlur(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), (5, 5), 2))
+    torch.manual_seed(0)
+    rlfn = tmp_path / 'rlfn.pth'
+    save_state_dict(RLFN(feature_channels=12, mid_channels=10, esa_channels=4, num_blocks=2).state_dict(),
+                    str(rlfn))
+    common = ['--finetune_iters', '0', '--val_hr_dir', str(val)]
+    r = _cli(repo_root, '--mode', 'kernel', '--input', str(rlfn), '--kernel_prune', '2',
+             '--out_dir', str(tmp_path / 'kp'), *common)
+    assert r.returncode == 0, r.stderr
+    kp = load_model(str(tmp_path / 'kp' / 'pruned.pth'))
+    assert sum(m.kernel_size == (1, 1) and 'esa' not in n and n.endswith(('_r', 'conv_2', '0'))
+               for n, m in kp.named_modules() if isinstance(m, torch.nn.Conv2d)) >= 2
+    r = _cli(repo_root, '--mode', 'bias', '--input', str(tmp_path / 'kp' / 'pruned.pth'),
+             '--out_dir', str(tmp_path / 'bp'), *common)
+    assert r.returncode == 0, r.stderr
+    bp = load_model(str(tmp_path / 'bp' / 'pruned.pth'))
+    assert bp.block_1.c1_r.bias is None and bp.conv_1.bias is not None
+    assert bp.block_1.esa.conv1.bias is not None
+    imdn = tmp_path / 'imdn.pth'
+    save_state_dict(IMDN(nc=8, nb=3).state_dict(), str(imdn))
+    r = _cli(repo_root, '--mode', 'block', '--input', str(imdn), '--drop_blocks', '3',
+             '--out_dir', str(tmp_path / 'blk'), *common)
+    assert r.returncode == 0, r.stderr
+    assert load_model(str(tmp_path / 'blk' / 'pruned.pth')).num_blocks == 2
+    r = _cli(repo_root, '--mode', 'block', '--input', str(imdn), '--drop_blocks', '9',
+             '--out_dir', str(tmp_path / 'blk2'), *common)
+    assert r.returncode == 2 and 'Traceback' not in r.stderr

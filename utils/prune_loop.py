@@ -60,7 +60,8 @@ def plot_log(rows: list, path: str) -> None:
 
 
 def _write_logs(rows: list, out_dir: str) -> None:
-    keys = ['step', 'ratio', 'params_M', 'flops_G', 'fvcore_G', 'cpu_ms_256', 'psnr_y', 'psnr_y_before_ft']
+    keys = ['step', 'ratio', 'conv', 'centre_share', 'params_M', 'flops_G', 'fvcore_G', 'cpu_ms_256',
+            'psnr_y', 'psnr_y_before_ft']
     tmp = os.path.join(out_dir, '.prune_log.csv')
     with open(tmp, 'w', newline='') as f:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction='ignore')
@@ -172,3 +173,47 @@ def make_finetune(trainer_factory, keep_dir: str):
         trainer.fit()
         shutil.rmtree(scratch, ignore_errors=True)
     return finetune
+
+
+def progressive_kernel_prune(model, *, out_dir: str, count: int | None = None,
+                             target_latency_ms: float | None = None, finetune=None,
+                             val_set=None, device='cpu', progress=print) -> tuple:
+    """AdvancedSR's stage 1: replace eligible k×k convs by 1×1 (centre-weight init) one at a
+    time, the conv whose response relies most on its centre tap first (re-measured after
+    every replacement), fine-tuning in between; stop after `count` convs or once the
+    256² latency is at or below `target_latency_ms`."""
+    from .image_io import uint8_to_tensor
+    from .kernel_pruning import centre_tap_share, eligible_convs, replace_with_1x1
+    if count is None and target_latency_ms is None:
+        raise UserError('kernel pruning needs --kernel_prune K or --target_latency_ms')
+    if val_set is None:
+        raise UserError('kernel pruning ranks convs on the validation images: give --val_hr_dir')
+    os.makedirs(out_dir, exist_ok=True)
+    images = [uint8_to_tensor(item.load_lr(), model.input_range).to(device) for item in val_set.items]
+    rows = [{'step': 0, 'ratio': None, **measure_row(model, val_set, device)}]
+    _write_logs(rows, out_dir)
+    step = 0
+    while True:
+        if count is not None and step >= count:
+            break
+        if target_latency_ms is not None and rows[-1]['cpu_ms_256'] <= target_latency_ms:
+            break
+        candidates = eligible_convs(model)
+        if not candidates:
+            progress('no k×k conv left to prune')
+            break
+        shares = centre_tap_share(model, images, candidates)
+        name = max(shares, key=shares.get)
+        replace_with_1x1(model, [name])
+        step += 1
+        before = measure_row(model, val_set, device).get('psnr_y') if finetune else None
+        if finetune is not None:
+            finetune(model, step)
+        row = {'step': step, 'ratio': None, 'conv': name, 'centre_share': shares[name],
+               **measure_row(model, val_set, device), 'psnr_y_before_ft': before}
+        rows.append(row)
+        save_state_dict(model.state_dict(), os.path.join(out_dir, f'step_{step:02d}.pth'))
+        _write_logs(rows, out_dir)
+        progress(f'step {step}: {name} (centre share {shares[name]:.3f}) -> 1×1; '
+                 f'{row["flops_G"]:.2f} G, {row["cpu_ms_256"]:.0f} ms, PSNR-Y {row["psnr_y"]:.3f} dB')
+    return model, rows

@@ -149,8 +149,9 @@ class Trainer:
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, teacher: nn.Module | None = None,
                  trainable: list | None = None, freeze: list | None = None,
-                 cache: PairCache | None = None, val_set=None):
+                 cache: PairCache | None = None, val_set=None, post_step=None):
         self.cfg = cfg
+        self.post_step = post_step  # called with the model after every optimizer step
         self.rank, self.world, device = setup_distributed(cfg.device)
         self.device = torch.device(device)
         self.is_main = self.rank == 0
@@ -296,6 +297,8 @@ class Trainer:
         self.scaler.step(self.opt)
         self.scaler.update()
         self.sched.step()
+        if self.post_step is not None:  # e.g. re-apply weight-pruning masks
+            self.post_step(self.model)
         if self.ema is not None:
             with torch.no_grad():
                 for e, p in zip(self.ema.state_dict().values(), self.model.state_dict().values()):
@@ -356,6 +359,7 @@ class Trainer:
         t_start = time.perf_counter()
         t0 = time.perf_counter()
         last_saved = self.step
+        self._first_step = self.step
         for lr, hr in loader:
             t1 = time.perf_counter()
             patch = lr.shape[-1]
@@ -401,8 +405,7 @@ class Trainer:
                    'sec_per_step': step_time / max(1, self.step)}
         if cfg.profile and self.is_main:
             print(f'profile: {100 * share:.1f}% of step time waiting for data '
-                  f'({1000 * data_time / max(1, window_n or 1):.0f} ms in all, '
-                  f'{step_time:.1f} s total)')
+                  f'({data_time:.1f} s of {step_time:.1f} s over {self.step - self._first_step} steps)')
         return summary
 
 
