@@ -52,6 +52,9 @@ def parse_args(argv=None):
     p.add_argument('--results', default='results.json', help='results JSON path (results.txt and '
                    '.png are written beside it)')
     p.add_argument('--no_bicubic', action='store_true', help='leave out the bicubic reference row')
+    p.add_argument('--onnx', nargs=2, metavar=('ONNX', 'SOURCE_CKPT'), default=None,
+                   help='also evaluate an ONNX export (onnxruntime, CPU); its params/FLOPs are '
+                   "counted on SOURCE_CKPT, the checkpoint it was exported from")
     p.add_argument('--no_save', action='store_true', help='do not save SR images')
     p.add_argument('--sample_max_side', type=int, default=256,
                    help='centre-crop the built-in sample photographs to this HR size')
@@ -98,6 +101,20 @@ def select_sets(args) -> list:
     return sets
 
 
+def onnx_runtime_256(model) -> float:
+    import statistics
+    import time
+    x = torch.rand(1, 3, 256, 256) * model.input_range
+    for _ in range(2):
+        model(x)
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        model(x)
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return statistics.median(times)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = torch.device(args.device)
@@ -123,6 +140,16 @@ def main(argv=None) -> int:
         if args.fp16:
             model = model.half()
         models.append((label, model))
+    onnx_counts = {}
+    if args.onnx:
+        from utils.export import OnnxSR
+        onnx_path, source = args.onnx
+        if not os.path.isfile(onnx_path):
+            raise UserError(f'ONNX file not found: {onnx_path}')
+        src = load_model(source, args.model, 'cpu')
+        label = os.path.splitext(os.path.basename(onnx_path))[0] + ' (onnx)'
+        models.append((label, OnnxSR(onnx_path, src.scale, src.input_range, src.min_input_size)))
+        onnx_counts[label] = src
     if not args.no_bicubic:
         models.append(('bicubic', BicubicUpsampler(args.scale)))
     if not models:
@@ -135,7 +162,11 @@ def main(argv=None) -> int:
     for label, model in models:
         print(f'{label}: {type(model).__name__}')
         record = {'model': type(model).__name__, 'device': str(device)}
-        record.update(complexity(model, device=device))
+        if label in onnx_counts:  # counted on the PyTorch model, timed as ONNX below
+            record.update(complexity(onnx_counts[label], runtime_input=None))
+            record['runtime_256'] = onnx_runtime_256(model)
+        else:
+            record.update(complexity(model, device=device))
         for i, s in enumerate(sets):
             save = None if args.no_save else os.path.join(args.save_dir, label, s.name)
             res = evaluate(model, s, device, args.tile, args.tile_overlap,

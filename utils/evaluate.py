@@ -68,13 +68,14 @@ def evaluate(model, eval_set: EvalSet, device='cpu', tile: int | None = None,
                 sr = model.upsample(lr)
                 ms = (time.perf_counter() - t0) * 1000.0
             else:
-                x = uint8_to_tensor(lr, value_range).to(device)
+                x = uint8_to_tensor(lr, value_range)
+                x = x.to(device) if isinstance(model, torch.nn.Module) else x
                 if fp16:
                     x = x.half()
                 if warmup and i == 0:  # first call pays for allocator/kernel set-up
                     super_resolve_tensor(model, x, scale, tile, tile_overlap)
                 _sync(device)
-                if device.type == 'cuda':
+                if device.type == 'cuda' and isinstance(model, torch.nn.Module):
                     start = torch.cuda.Event(enable_timing=True)
                     end = torch.cuda.Event(enable_timing=True)
                     start.record()
