@@ -10,6 +10,9 @@ AdvancedSR (kernel pruning, then bias pruning, L2 fine-tuning):
     python prune.py --mode kernel --input ../shared/pretrained/team00_rlfn.pth --kernel_prune 3 \
         --out_dir exp/kp --loss l2
     python prune.py --mode bias --input exp/kp/pruned.pth --out_dir exp/bp --loss l2
+FMP-style joint channel + weight pruning to 60% of the (sparse) Params (utils/fmp.py):
+    python prune.py --mode fmp --input m.pth --out_dir exp/fmp --fmp_metric params --fmp_target 0.6 \
+        --fmp_criterion total
 CLB block pruning (IMDN 8 -> 7 blocks):
     python prune.py --mode block --input ../shared/pretrained/imdn_baseline.pth --drop_blocks 8 --out_dir exp/b7
 Every completed step is kept as OUT_DIR/step_XX.pth with a CSV/JSON log and a PSNR-vs-FLOPs
@@ -41,7 +44,13 @@ SHARED = os.environ.get('ESR_SHARED', os.path.join('..', 'shared'))
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--input', required=True)
-    p.add_argument('--mode', default='channel', choices=['channel', 'kernel', 'bias', 'block'])
+    p.add_argument('--mode', default='channel', choices=['channel', 'kernel', 'bias', 'block', 'fmp'])
+    p.add_argument('--fmp_metric', default='params', help='fmp mode: budget metric, params or flops '
+                   '(sparse-aware)')
+    p.add_argument('--fmp_target', type=float, default=None,
+                   help='fmp mode: remaining share of the metric, in (0, 1), e.g. 0.6')
+    p.add_argument('--fmp_criterion', default='total',
+                   help='fmp mode: channel, weight, total_fixed or total (see utils/fmp.py)')
     p.add_argument('--sensitivity', action='store_true',
                    help='kernel mode: print the ranked sensitivity table and stop')
     p.add_argument('--kernel_prune', type=int, default=None, help='kernel mode: convs to turn 1×1')
@@ -63,6 +72,10 @@ def parse_args(argv=None):
     p.add_argument('--finetune_iters', type=int, default=100, help='0: no fine-tuning')
     p.add_argument('--distill', action='store_true', help='fine-tune with output distillation '
                    'from the unpruned model as well as L1')
+    p.add_argument('--teacher', default=None, help='with --distill: this checkpoint instead of the '
+                   'unpruned model (e.g. the equivalent, cheaper BranchRFDN)')
+    p.add_argument('--no_before', action='store_true',
+                   help='skip measuring PSNR before each fine-tuning (saves one evaluation per step)')
     p.add_argument('--lr', type=float, default=1e-4)
     p.add_argument('--batch_size', type=int, default=16)
     p.add_argument('--patch_size', type=int, default=64)
@@ -97,6 +110,9 @@ def main(argv=None) -> int:
         return print_sensitivity(model, args)
     if not args.out_dir:
         raise UserError('--out_dir is required')
+    if args.mode == 'fmp':
+        from utils.fmp import run_fmp
+        return run_fmp(model, args, SHARED)
     if args.mode != 'channel':
         return other_modes(model, args)
     budget = budget_of(args, model)
@@ -104,7 +120,8 @@ def main(argv=None) -> int:
         args.ratio = 0.9
     if args.ratio is not None and not 0 < args.ratio < 1:
         raise UserError(f'--ratio must be in (0, 1), got {args.ratio}')
-    teacher = copy.deepcopy(model).eval() if args.distill else None
+    teacher = (load_model(args.teacher, device=args.device) if args.teacher else
+               copy.deepcopy(model).eval()) if args.distill else None
     val_set = folder_set(args.val_hr_dir, None, model.scale) if args.val_hr_dir not in (None, 'none') else None
 
     finetune = None
@@ -133,7 +150,7 @@ def main(argv=None) -> int:
         model, out_dir=args.out_dir, steps=args.steps, ratio=args.ratio if budget is None else None,
         budget=budget, importance=args.importance, round_to=args.round_to, finetune=finetune,
         val_set=val_set, device=args.device, grad_batch_fn=grad_batch if cache else None,
-        resume=args.resume)
+        resume=args.resume, measure_before=not args.no_before)
     output = args.output or os.path.join(args.out_dir, 'pruned.pth')
     save_state_dict(model.state_dict(), output)
     first, last = rows[0], rows[-1]
@@ -161,7 +178,8 @@ def make_finetuner(model, args, val_set):
     data_dirs = args.data_dir or sorted(d for d in glob.glob(os.path.join(SHARED, 'train', '*'))
                                         if os.path.isdir(d))
     cache = PairCache(find_training_pairs(data_dirs, model.scale), model.scale, args.patch_size)
-    teacher = copy.deepcopy(model).eval() if args.distill else None
+    teacher = (load_model(args.teacher, device=args.device) if args.teacher else
+               copy.deepcopy(model).eval()) if args.distill else None
 
     def factory(m, scratch):
         cfg = TrainConfig(out_dir=scratch, data_dirs=data_dirs, scale=m.scale, batch_size=args.batch_size,

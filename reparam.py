@@ -46,6 +46,8 @@ def parse_args(argv=None):
                                                    'butterflyx4.png'),
                    help='real LR image for the exactness check')
     p.add_argument('--no_runtime', action='store_true', help='skip the runtime column')
+    p.add_argument('--also', nargs='+', default=[], metavar='CKPT',
+                   help='more checkpoints to describe in the same table (measured in this run)')
     return p.parse_args(argv)
 
 
@@ -117,12 +119,17 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_grad_enabled(False)
     model = load_model(args.input)
+    extra = [load_model(c) for c in args.also]
     if args.scale and model.scale != args.scale:
         raise UserError(f'{args.input} is a ×{model.scale} model, not ×{args.scale}')
     new = transform(model, args).eval()
     diffs = max_difference(model, new, args.image)
     worst = max(diffs.values())
-    print_table([describe(model, not args.no_runtime), describe(new, not args.no_runtime)])
+    rows = [describe(m, not args.no_runtime) for m in extra]
+    rows += [describe(model, not args.no_runtime), describe(new, not args.no_runtime)]
+    for row, label in zip(rows, [*args.also, args.input, args.output]):
+        row['model'] = f'{row["model"]} ({os.path.basename(label)})'
+    print_table(rows)
     print('max |Δ| of the outputs (0–255): ' + ', '.join(f'{k} {v:.2e}' for k, v in diffs.items()))
     if not np.isfinite(worst) or worst > args.tolerance:
         raise UserError(f'not exact: max |Δ| {worst:.3e} > {args.tolerance:g}; nothing written')

@@ -29,11 +29,16 @@ def measure_row(model, val_set, device) -> dict:
     x = torch.rand(1, 3, 256, 256, device=device) * model.input_range
     row = {'params_M': count_params(model) / 1e6, 'flops_G': ntire_flops(model) / 1e9,
            'fvcore_G': fvcore_flops(model) / 1e9,
-           'cpu_ms_256': measure_runtime(model, x, warmup=1, repeats=5)['median_ms']}
+           'cpu_ms_256': measure_runtime(model, x, warmup=1, repeats=3)['median_ms']}
     if val_set is not None:
         res = evaluate(model.eval(), val_set, device, progress=False, warmup=False)
         row['psnr_y'] = sum(res['psnr_y']) / len(res['psnr_y'])
     return row
+
+
+def psnr_only(model, val_set, device) -> float:
+    res = evaluate(model.eval(), val_set, device, progress=False, warmup=False)
+    return sum(res['psnr_y']) / len(res['psnr_y'])
 
 
 def plot_log(rows: list, path: str) -> None:
@@ -88,7 +93,7 @@ def last_completed_step(out_dir: str) -> tuple[int, str | None]:
 def iterative_prune(model, *, out_dir: str, steps: int, ratio: float | None = None,
                     budget: tuple | None = None, importance: str = 'l1', round_to: int | None = None,
                     finetune=None, val_set=None, device='cpu', grad_batch_fn=None,
-                    resume: bool = False, progress=print) -> tuple:
+                    resume: bool = False, progress=print, measure_before: bool = True) -> tuple:
     """Prune `model` in `steps` steps, fine-tuning after each with `finetune(model, step)`.
 
     Either `ratio` (share of prunable channels removed in all, spread linearly over the
@@ -145,8 +150,8 @@ def iterative_prune(model, *, out_dir: str, steps: int, ratio: float | None = No
                                        device=device)
             r = None
         before = None
-        if finetune is not None and val_set is not None:
-            before = measure_row(model, val_set, device).get('psnr_y')
+        if finetune is not None and val_set is not None and measure_before:
+            before = psnr_only(model, val_set, device)
         if finetune is not None:
             finetune(model, step)
         row = {'step': step, 'ratio': r, **measure_row(model, val_set, device),
