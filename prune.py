@@ -67,7 +67,8 @@ def parse_args(argv=None):
     g.add_argument('--target_params', type=float, default=None)
     g.add_argument('--target_flops', type=float, default=None, help='NTIRE hook FLOPs at 256²')
     g.add_argument('--target_latency_ms', type=float, default=None, help='256² LR on --device')
-    p.add_argument('--importance', default='l1', help=f'one of {", ".join(IMPORTANCE_NAMES)}')
+    p.add_argument('--importance', default='l1', help=f'one of {", ".join(IMPORTANCE_NAMES)}; '
+                   'taylor for 0–255 models (magnitude misses the large-activation residual channels)')
     p.add_argument('--round_to', type=int, default=None, help='keep widths multiples of this')
     p.add_argument('--finetune_iters', type=int, default=100, help='0: no fine-tuning')
     p.add_argument('--distill', action='store_true', help='fine-tune with output distillation '
@@ -142,9 +143,10 @@ def main(argv=None) -> int:
             return Trainer(m, cfg, teacher, cache=cache, val_set=val_set)
         finetune = make_finetune(factory, args.out_dir)
 
-    def grad_batch():
+    def grad_batch(step=0):
+        # a different batch at every step; seeded, so a resumed run draws the same ones
         from utils.data import PatchBatches
-        return PatchBatches(cache, args.batch_size, [(args.patch_size, 1)], args.seed)[0]
+        return PatchBatches(cache, args.batch_size, [(args.patch_size, 1)], args.seed + 7919)[step]
 
     model, rows = iterative_prune(
         model, out_dir=args.out_dir, steps=args.steps, ratio=args.ratio if budget is None else None,

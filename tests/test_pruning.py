@@ -183,3 +183,16 @@ def test_kernel_bias_block_modes_cli(repo_root, tmp_path):
     r = _cli(repo_root, '--mode', 'block', '--input', str(imdn), '--drop_blocks', '9',
              '--out_dir', str(tmp_path / 'blk2'), *common)
     assert r.returncode == 2 and 'Traceback' not in r.stderr
+
+
+@pytest.mark.parametrize('importance', ['l2', 'taylor', 'group_norm'])
+def test_importances_and_round_to(importance):
+    torch.manual_seed(0)
+    model = RFDN(nf=16, num_modules=2).eval()
+    batch = (torch.rand(2, 3, 16, 16), torch.rand(2, 3, 64, 64))
+    prune_step(model, 0.5, importance, round_to=4, grad_batch=batch)
+    widths = [m.out_channels for n, m in model.named_modules()
+              if isinstance(m, torch.nn.Conv2d) and not n.startswith('upsampler')]
+    assert all(w % 4 == 0 for w in widths), widths
+    assert model(example_input(model, 16)).shape == (1, 3, 64, 64)
+    assert all(p.grad is None for p in model.parameters())   # Taylor's gradients cleaned up

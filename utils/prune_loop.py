@@ -138,7 +138,7 @@ def iterative_prune(model, *, out_dir: str, steps: int, ratio: float | None = No
         json.dump(plan, f, indent=1)
     ratios = schedule_ratios(ratio, steps) if budget is None else None
     for step in range(start + 1, steps + 1):
-        grad_batch = grad_batch_fn() if (importance == 'taylor' and grad_batch_fn) else None
+        grad_batch = grad_batch_fn(step) if (importance == 'taylor' and grad_batch_fn) else None
         if budget is None:
             r = ratios[step - 1]
             prune_step(model, r, importance, round_to, grad_batch)
