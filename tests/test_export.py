@@ -26,3 +26,11 @@ def test_conv_specs_rebuild():
     rebuilt = RFDN(nf=8, conv_overrides=conv_specs(model))
     assert conv_specs(rebuilt) == conv_specs(model)
     rebuilt.load_state_dict(model.state_dict(), strict=True)
+
+
+def test_ntire_score():
+    from utils.score import ntire_score
+    base = {'runtime_256': 100.0, 'flops': 20.0, 'num_parameters': 0.4}
+    assert abs(ntire_score(base, base)['total'] - np.exp(2)) < 1e-9
+    half = {'runtime_256': 50.0, 'flops': 10.0, 'num_parameters': 0.2}
+    assert abs(ntire_score(half, base)['total'] - np.exp(1)) < 1e-9
