@@ -210,6 +210,16 @@ def measure_runtime(model: nn.Module, x: torch.Tensor, warmup: int = 2, repeats:
             'min_ms': min(times), 'times_ms': times}
 
 
+def _release_free_heap() -> None:
+    """Give freed heap pages back to the OS (glibc), so that the RSS sampled next grows with
+    new allocations instead of silently reusing memory freed earlier in the process."""
+    try:
+        import ctypes
+        ctypes.CDLL('libc.so.6').malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _rss_bytes() -> int:
     try:
         with open('/proc/self/statm') as f:
@@ -223,7 +233,8 @@ class PeakMemory:
     """Context manager: peak memory (MB) used while inside it.
 
     CUDA: `torch.cuda.max_memory_allocated` (what the NTIRE scripts report). CPU: peak
-    resident set size sampled every millisecond, minus the size on entry.
+    resident set size sampled every millisecond, minus the size on entry (free heap pages are
+    returned to the OS first, or a reused freed block would not show).
     """
 
     def __init__(self, device: torch.device | str = 'cpu'):
@@ -234,6 +245,9 @@ class PeakMemory:
         if self.device.type == 'cuda':
             torch.cuda.reset_peak_memory_stats(self.device)
             return self
+        import gc
+        gc.collect()
+        _release_free_heap()
         self._base = _rss_bytes()
         self._peak = self._base
         self._stop = threading.Event()

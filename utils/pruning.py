@@ -76,7 +76,7 @@ def build_pruner(model: nn.Module, ratio: float, importance, round_to: int | Non
                  example: torch.Tensor | None = None) -> tp.pruner.MetaPruner:
     """A one-shot pruner removing `ratio` of the channels of every prunable group."""
     example = example_input(model) if example is None else example
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), torch.enable_grad():  # DepGraph traces through autograd
         warnings.simplefilter('ignore')
         try:
             return tp.pruner.MetaPruner(model, example, importance=importance, pruning_ratio=ratio,
@@ -110,7 +110,7 @@ def prune_step(model: nn.Module, ratio: float, importance: str = 'l1', round_to:
         if grad_batch is None:
             raise UserError('taylor importance needs a batch for gradients')
         taylor_gradients(model, grad_batch)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), torch.enable_grad():
         warnings.simplefilter('ignore')
         pruner.step()
     model.zero_grad(set_to_none=True)
@@ -177,7 +177,8 @@ def conv_widths(model: nn.Module) -> dict:
 def channel_groups(model: nn.Module, example: torch.Tensor | None = None):
     """Torch-Pruning's dependency graph and the prunable groups of `model`."""
     example = example_input(model) if example is None else example
-    dg = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    with torch.enable_grad():
+        dg = tp.DependencyGraph().build_dependency(model, example_inputs=example)
     groups = list(dg.get_all_groups(ignored_layers=output_layers(model),
                                     root_module_types=[nn.Conv2d]))
     return dg, groups

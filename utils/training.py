@@ -279,6 +279,7 @@ class Trainer:
         out['total'] = total
         return out
 
+    @torch.enable_grad()  # whatever the caller's grad mode (e.g. prune.py between evaluations)
     def train_step(self, lr: torch.Tensor, hr: torch.Tensor) -> dict:
         cfg = self.cfg
         self.model.train()
