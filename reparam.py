@@ -63,7 +63,11 @@ def transform(model, args):
             raise UserError(f'{args.input} is not mergeable: {exc}') from None
         return fold_parallel(out) if args.fold else out
     if args.mode == 'collapse':
+        from models.clb_imdn import CollapsibleConv
         from utils.collapse import collapse_model
+        if not any(isinstance(m, CollapsibleConv) for m in model.modules()):
+            raise UserError(f'{args.input} is a {type(model).__name__} without collapsible convs: '
+                            'nothing to collapse')
         try:
             return collapse_model(model)
         except (TypeError, ValueError) as exc:

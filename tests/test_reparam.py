@@ -103,3 +103,24 @@ def test_reparam_cli_and_refusals(repo_root, tmp_path):
     r = _cli(repo_root, '--input', str(odd_path), '--output', str(bad_out))
     assert r.returncode == 2 and 'not mergeable' in r.stderr and 'differ in width' in r.stderr
     assert not bad_out.exists()
+
+
+def test_collapse_cli(repo_root, tmp_path):
+    from models import CLBIMDN, IMDN
+    torch.manual_seed(0)
+    clb = CLBIMDN(nc=12, nb=2, upscale=3)
+    with torch.no_grad():
+        for n, p in clb.named_parameters():
+            if 'conv1x1' in n:
+                p.add_(torch.randn_like(p) * 0.1)   # non-zero 1×1 branches
+    src, out = tmp_path / 'clb.pth', tmp_path / 'imdn.pth'
+    save_state_dict(clb.state_dict(), str(src))
+    r = _cli(repo_root, '--mode', 'collapse', '--input', str(src), '--output', str(out), '--no_runtime')
+    assert r.returncode == 0, r.stderr
+    plain = IMDN(nc=12, nb=2, upscale=3)
+    plain.load_state_dict(torch.load(out, weights_only=True), strict=True)
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        assert (plain(x) - clb.eval()(x)).abs().max() < 1e-4
+    r = _cli(repo_root, '--mode', 'collapse', '--input', str(out), '--output', str(tmp_path / 'x.pth'))
+    assert r.returncode == 2 and 'Traceback' not in r.stderr and not (tmp_path / 'x.pth').exists()
