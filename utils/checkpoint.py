@@ -104,6 +104,9 @@ def save_atomic(obj, path: str) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is a normal file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
