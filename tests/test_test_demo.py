@@ -140,3 +140,24 @@ def test_model_range_is_respected():
                 assert x.max() <= self.input_range + 1e-6 and x.max() > 0.5 * self.input_range
                 return torch.nn.functional.interpolate(x, scale_factor=2, mode='nearest')
         assert np.array_equal(super_resolve(Nearest(), lr), expected)
+
+
+def test_ntire_layout_discovery_and_include_test(repo_root, tmp_path):
+    """DIV2K_valid_HR + DIV2K_valid_LR_bicubic/X4 as 'valid'; test LR without HR as 'test'."""
+    rng = np.random.default_rng(0)
+    data = tmp_path / 'data'
+    for sub in ('DIV2K_valid_HR', 'DIV2K_valid_LR_bicubic/X4', 'DIV2K_test_LR_bicubic/X4'):
+        (data / sub).mkdir(parents=True)
+    from utils.matlab_functions import imresize
+    hr = cv2.GaussianBlur(rng.integers(0, 256, (64, 48, 3), dtype=np.uint8), (5, 5), 2)
+    cv2.imwrite(str(data / 'DIV2K_valid_HR' / '0801.png'), hr)
+    cv2.imwrite(str(data / 'DIV2K_valid_LR_bicubic/X4' / '0801x4.png'), imresize(hr, 0.25))
+    cv2.imwrite(str(data / 'DIV2K_test_LR_bicubic/X4' / '0901x4.png'), imresize(hr, 0.25))
+    out = tmp_path / 'r.json'
+    r = run_demo(repo_root, '--data_dir', str(data), '--include_test', '--model_zoo', str(tmp_path),
+                 '--results', str(out), '--save_dir', str(tmp_path / 'sr'))
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(out.read_text())['bicubic']
+    assert len(rec['valid_psnr']) == 1 and rec['valid_ave_psnr'] > 20
+    assert rec['test_psnr'] == [] and len(rec['test_runtime']) == 1
+    assert (tmp_path / 'sr' / 'bicubic' / 'test' / '0901x4.png').exists()

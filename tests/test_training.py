@@ -171,3 +171,20 @@ def test_bad_input_stops_before_training(repo_root, tiny):
         # later flags win in argparse: the case's --data_dir / --model override the defaults
         _one_line_error(run(cmd, repo_root), needle)
         assert not (tmp / 'bad' / 'state.pth').exists()
+
+
+def test_ema_weights_are_exported(tmp_path):
+    from utils.training import TrainConfig, Trainer
+    data = _images(tmp_path / 'data', [(96, 96)])
+    torch.manual_seed(0)
+    model = RFDN(nf=8, num_modules=1)
+    cfg = TrainConfig(out_dir=str(tmp_path / 'out'), data_dirs=[str(data)], batch_size=2,
+                      patch_size=16, iters=4, lr=1e-2, ema=0.5, grad_clip=1.0, val_every=0,
+                      save_every=4, workers=0, progress=False, scheduler='cosine')
+    trainer = Trainer(model, cfg)
+    trainer.fit()
+    saved = weights(tmp_path / 'out' / 'model_last.pth')
+    ema = trainer.ema.state_dict()
+    live = model.state_dict()
+    assert all(torch.equal(saved[k], ema[k]) for k in saved)          # EMA weights are shipped
+    assert any(not torch.equal(ema[k], live[k]) for k in live)         # and differ from the live ones
