@@ -25,7 +25,6 @@ import argparse
 import copy
 import glob
 import os
-import sys
 
 import torch
 
@@ -33,7 +32,7 @@ from models import load_model
 from utils.checkpoint import save_state_dict
 from utils.data import PairCache, find_training_pairs
 from utils.datasets import folder_set
-from utils.errors import UserError
+from utils.errors import UserError, run_cli
 from utils.prune_loop import iterative_prune, make_finetune
 from utils.pruning import IMPORTANCE_NAMES, make_importance, size_of
 from utils.training import TrainConfig, Trainer
@@ -121,27 +120,8 @@ def main(argv=None) -> int:
         args.ratio = 0.9
     if args.ratio is not None and not 0 < args.ratio < 1:
         raise UserError(f'--ratio must be in (0, 1), got {args.ratio}')
-    teacher = (load_model(args.teacher, device=args.device) if args.teacher else
-               copy.deepcopy(model).eval()) if args.distill else None
     val_set = folder_set(args.val_hr_dir, None, model.scale) if args.val_hr_dir not in (None, 'none') else None
-
-    finetune = None
-    cache = None
-    if args.finetune_iters > 0:
-        data_dirs = args.data_dir or sorted(d for d in glob.glob(os.path.join(SHARED, 'train', '*'))
-                                            if os.path.isdir(d))
-        cache = PairCache(find_training_pairs(data_dirs, model.scale), model.scale, args.patch_size)
-
-        def factory(m, scratch):
-            cfg = TrainConfig(out_dir=scratch, data_dirs=data_dirs, scale=m.scale,
-                              batch_size=args.batch_size, patch_size=args.patch_size,
-                              iters=args.finetune_iters, lr=args.lr, scheduler='constant',
-                              loss=args.loss,
-                              distill='output' if args.distill else 'none', val_every=0,
-                              save_every=10 ** 9, workers=args.workers, seed=args.seed,
-                              device=args.device, log_every=10)
-            return Trainer(m, cfg, teacher, cache=cache, val_set=val_set)
-        finetune = make_finetune(factory, args.out_dir)
+    finetune, cache = make_finetuner(model, args, val_set)
 
     def grad_batch(step=0):
         # a different batch at every step; seeded, so a resumed run draws the same ones
@@ -154,6 +134,10 @@ def main(argv=None) -> int:
         val_set=val_set, device=args.device, grad_batch_fn=grad_batch if cache else None,
         resume=args.resume, measure_before=not args.no_before)
     output = args.output or os.path.join(args.out_dir, 'pruned.pth')
+    return write_result(model, rows, output)
+
+
+def write_result(model, rows: list, output: str) -> int:
     save_state_dict(model.state_dict(), output)
     first, last = rows[0], rows[-1]
     print(f'wrote {output}: params {first["params_M"]:.4f} -> {last["params_M"]:.4f} M, '
@@ -175,8 +159,9 @@ def print_sensitivity(model, args) -> int:
 
 
 def make_finetuner(model, args, val_set):
+    """(finetune(model, step) or None, the training-image cache) for the pruning loops."""
     if args.finetune_iters <= 0:
-        return None
+        return None, None
     data_dirs = args.data_dir or sorted(d for d in glob.glob(os.path.join(SHARED, 'train', '*'))
                                         if os.path.isdir(d))
     cache = PairCache(find_training_pairs(data_dirs, model.scale), model.scale, args.patch_size)
@@ -191,7 +176,7 @@ def make_finetuner(model, args, val_set):
                           save_every=10 ** 9, workers=args.workers, seed=args.seed,
                           device=args.device, log_every=10)
         return Trainer(m, cfg, teacher, cache=cache, val_set=val_set)
-    return make_finetune(factory, args.out_dir)
+    return make_finetune(factory, args.out_dir), cache
 
 
 def other_modes(model, args) -> int:
@@ -210,7 +195,7 @@ def other_modes(model, args) -> int:
     if args.mode == 'kernel':
         if args.kernel_prune is None and args.target_latency_ms is None:
             raise UserError('--mode kernel needs --kernel_prune K or --target_latency_ms')
-        finetune = make_finetuner(model, args, val_set)
+        finetune, _ = make_finetuner(model, args, val_set)
         model, rows = progressive_kernel_prune(
             model, out_dir=args.out_dir, count=args.kernel_prune,
             target_latency_ms=args.target_latency_ms, finetune=finetune, val_set=val_set,
@@ -222,27 +207,15 @@ def other_modes(model, args) -> int:
             from utils.kernel_pruning import bias_prune
             removed = bias_prune(model, args.bias_keep)
             print(f'removed the biases of {len(removed)} convs: {", ".join(removed)}')
-        finetune = make_finetuner(model, args, val_set)
+        finetune, _ = make_finetuner(model, args, val_set)
         before = measure_row(model, val_set, args.device).get('psnr_y')
         if finetune is not None:
             finetune(model, 1)
         rows.append({'step': 1, **measure_row(model, val_set, args.device), 'psnr_y_before_ft': before})
         save_state_dict(model.state_dict(), os.path.join(args.out_dir, 'step_01.pth'))
         _write_logs(rows, args.out_dir)
-    save_state_dict(model.state_dict(), output)
-    first, last = rows[0], rows[-1]
-    print(f'wrote {output}: params {first["params_M"]:.4f} -> {last["params_M"]:.4f} M, '
-          f'FLOPs {first["flops_G"]:.2f} -> {last["flops_G"]:.2f} G'
-          + (f', PSNR-Y {first["psnr_y"]:.3f} -> {last["psnr_y"]:.3f} dB' if 'psnr_y' in last else ''))
-    return 0
+    return write_result(model, rows, output)
 
 
 if __name__ == '__main__':
-    try:
-        sys.exit(main())
-    except UserError as exc:
-        print(f'error: {exc}', file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print('interrupted: completed steps are kept in --out_dir; --resume continues', file=sys.stderr)
-        sys.exit(130)
+    run_cli(main, 'interrupted: completed steps are kept in --out_dir; --resume continues')

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 import numpy as np
 import torch
 
 from models import load_model
 from utils.checkpoint import save_state_dict
-from utils.errors import UserError
+from utils.errors import UserError, run_cli
 from utils.model_summary import count_params, fvcore_flops, longest_conv_path, measure_runtime, \
     ntire_activations, ntire_flops
 
@@ -143,8 +142,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    try:
-        sys.exit(main())
-    except UserError as exc:
-        print(f'error: {exc}', file=sys.stderr)
-        sys.exit(2)
+    run_cli(main)

@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import glob
 import os
-import sys
 
 import torch
 
 from models import MODEL_REGISTRY, load_model
 from models.zoo import MODEL_ZOO
 from utils.datasets import check_set, discover_ntire_sets, folder_set, sample_set
-from utils.errors import UserError
+from utils.errors import UserError, run_cli
 from utils.evaluate import (BicubicUpsampler, complexity, evaluate, results_table, set_record,
                             write_results)
 
@@ -186,11 +185,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    try:
-        sys.exit(main())
-    except UserError as exc:
-        print(f'error: {exc}', file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print('interrupted', file=sys.stderr)
-        sys.exit(130)
+    run_cli(main)

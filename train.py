@@ -17,13 +17,12 @@ import glob
 import json
 import math
 import os
-import sys
 
 import torch
 
 from models import MODEL_REGISTRY, BranchRFDN, build_model, load_model
 from utils.data import find_training_pairs
-from utils.errors import UserError
+from utils.errors import UserError, run_cli
 from utils.training import TrainConfig, Trainer
 
 SHARED = os.environ.get('ESR_SHARED', os.path.join('..', 'shared'))
@@ -163,11 +162,4 @@ def report_gap(student, teacher, args) -> int:
 
 
 if __name__ == '__main__':
-    try:
-        sys.exit(main())
-    except UserError as exc:
-        print(f'error: {exc}', file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print('interrupted (the last checkpoint is intact; --resume continues)', file=sys.stderr)
-        sys.exit(130)
+    run_cli(main, 'interrupted (the last checkpoint is intact; --resume continues)')

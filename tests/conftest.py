@@ -34,3 +34,14 @@ def shared_dir():
     if not os.path.isdir(path):
         pytest.fail(f"shared data folder not found: {path} (set ESR_SHARED to its location)")
     return path
+
+
+@pytest.fixture()
+def one_thread():
+    """One intra-op thread for the duration of a test (tests that run many tiny models are
+    faster that way, and do not fight a training job for the cores)."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

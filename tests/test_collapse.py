@@ -36,13 +36,7 @@ def pointwise_branches(model: nn.Module) -> list:
     return [m.conv1x1 for m in model.modules() if isinstance(m, CollapsibleConv)]
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """These tensors are tiny: one intra-op thread avoids OpenMP waits on a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture(scope='module')

@@ -16,12 +16,7 @@ from utils.fmp import (CRITERIA, apply_masks, fmp_prune, masks_from_zeros, spars
 from utils.model_summary import count_params, ntire_flops
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def small_rfdn():

@@ -20,12 +20,7 @@ from utils.kernel_pruning import (bias_prune, centre_tap_share, eligible_convs,
 ADVANCEDSR_1X1 = ['block_4.c2_r', 'conv_2', 'upsampler.0']
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture(scope='module')

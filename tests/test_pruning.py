@@ -14,12 +14,7 @@ from utils.pruning import (channel_groups, example_input, prepare_for_pruning, p
 from utils.reparam import branch_to_parallel
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def small_models():

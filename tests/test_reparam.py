@@ -1,6 +1,5 @@
 """Exactness of the branch merge (Eq. 1), cat/split as 1×1 convs, and fold."""
 import itertools
-import os
 import subprocess
 import sys
 
@@ -8,7 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from models import RFDN, BranchRFDN, ParallelRFDN, load_model, model_from_state_dict
+from models import RFDN, BranchRFDN, ParallelRFDN, model_from_state_dict
 from utils.checkpoint import save_state_dict
 from utils.reparam import branch_to_parallel, fold_parallel, merge_block_diagonal
 
@@ -95,7 +94,7 @@ def test_reparam_cli_and_refusals(repo_root, tmp_path):
     bad_out = tmp_path / 'never.pth'
     r = _cli(repo_root, '--input', str(rfdn), '--output', str(bad_out))
     assert r.returncode == 2 and 'not a BranchRFDN' in r.stderr and 'Traceback' not in r.stderr
-    from models.blocks import apply_conv_overrides, conv_spec
+    from models.blocks import apply_conv_overrides
     odd = random_branch(8, 4)
     apply_conv_overrides(odd, {'S2.c1_d': (8, 3, 1, True), 'S2.c5': (7, 8, 1, True)})
     odd_path = tmp_path / 'odd.pth'

@@ -83,7 +83,7 @@ def test_resume_after_sigkill_matches_uninterrupted(repo_root, tiny):
     assert 0 < state['step'] < 24
     resumed = run(train_cmd(repo_root, tmp / 'cut', data, val, ckpt, *common, '--resume'), repo_root)
     assert resumed.returncode == 0, resumed.stderr
-    assert f'resumed from' in resumed.stdout
+    assert 'resumed from' in resumed.stdout
     assert_same(weights(tmp / 'ref' / 'model_last.pth'), weights(tmp / 'cut' / 'model_last.pth'))
     # the resumed model is a plain state_dict that the builder rebuilds
     assert isinstance(load_model(str(tmp / 'cut' / 'model_best.pth')), RFDN)

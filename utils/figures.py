@@ -12,7 +12,6 @@ import argparse
 import os
 import sys
 
-import numpy as np
 
 
 def comparison_rows(hr_paths: list, models: list, labels: list, scale: int = 4, crop: int = 96,

@@ -528,21 +528,20 @@ def run_fmp(model, args, shared: str) -> int:
         calib = PatchBatches(cache, min(args.batch_size, 8), [(args.patch_size, 1)], args.seed)[0]
     teacher = copy.deepcopy(model).eval() if args.distill else None
 
-    finetune = None
-    if cache is not None:
-        def finetune(m, post_step):
-            import shutil
-            scratch = os.path.join(args.out_dir, '_finetune')
-            shutil.rmtree(scratch, ignore_errors=True)
-            cfg = TrainConfig(out_dir=scratch, data_dirs=data_dirs, scale=m.scale,
-                              batch_size=args.batch_size, patch_size=args.patch_size,
-                              iters=args.finetune_iters, lr=args.lr, scheduler='constant',
-                              loss=args.loss, distill='output' if args.distill else 'none',
-                              val_every=0, save_every=10 ** 9, workers=args.workers,
-                              seed=args.seed, device=args.device, log_every=10)
-            Trainer(m, cfg, teacher, cache=cache, val_set=val_set, post_step=post_step).fit()
-            shutil.rmtree(scratch, ignore_errors=True)
+    def finetune_with_masks(m, post_step):
+        import shutil
+        scratch = os.path.join(args.out_dir, '_finetune')
+        shutil.rmtree(scratch, ignore_errors=True)
+        cfg = TrainConfig(out_dir=scratch, data_dirs=data_dirs, scale=m.scale,
+                          batch_size=args.batch_size, patch_size=args.patch_size,
+                          iters=args.finetune_iters, lr=args.lr, scheduler='constant',
+                          loss=args.loss, distill='output' if args.distill else 'none',
+                          val_every=0, save_every=10 ** 9, workers=args.workers,
+                          seed=args.seed, device=args.device, log_every=10)
+        Trainer(m, cfg, teacher, cache=cache, val_set=val_set, post_step=post_step).fit()
+        shutil.rmtree(scratch, ignore_errors=True)
 
+    finetune = finetune_with_masks if cache is not None else None
     model, masks, report = fmp_prune(model, metric, target, criterion, finetune=finetune,
                                      calib_batch=calib, importance=args.importance, progress=print)
     report['params_sparse'] = sparse_size(model, masks, 'params')

@@ -9,7 +9,6 @@ import torch
 import torch.nn as nn
 
 from models.prfdn import BranchRFDN, ParallelRFDN, WideRFDB
-from models.rfdn import RFDB
 
 
 # -- Eq. 1 ------------------------------------------------------------------------------

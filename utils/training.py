@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .checkpoint import read_state_dict, save_atomic, save_state_dict
+from .checkpoint import save_atomic, save_state_dict
 from .data import PairCache, PatchBatches, find_training_pairs, parse_patch_schedule
 from .datasets import folder_set
 from .errors import UserError
