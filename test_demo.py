@@ -60,10 +60,20 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def unique_labels(paths: list) -> list:
+    """[(label, path)]: the file stem, or parent/stem where two files share a stem."""
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+    labels = [f'{os.path.basename(os.path.dirname(os.path.abspath(p)))}/{s}' if stems.count(s) > 1 else s
+              for p, s in zip(paths, stems)]
+    if len(set(labels)) != len(labels):
+        raise UserError('two --checkpoint arguments have the same folder and file name')
+    return list(zip(labels, paths))
+
+
 def select_checkpoints(args) -> list:
     """[(label, path)] of the models to evaluate, checked to exist."""
     if args.checkpoint:
-        return [(os.path.splitext(os.path.basename(c))[0], c) for c in args.checkpoint]
+        return unique_labels(args.checkpoint)
     if args.model_id is not None:
         if args.model_id not in MODEL_ZOO:
             raise UserError(f'unknown --model_id {args.model_id}; known: '
