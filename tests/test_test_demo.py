@@ -161,3 +161,10 @@ def test_ntire_layout_discovery_and_include_test(repo_root, tmp_path):
     assert len(rec['valid_psnr']) == 1 and rec['valid_ave_psnr'] > 20
     assert rec['test_psnr'] == [] and len(rec['test_runtime']) == 1
     assert (tmp_path / 'sr' / 'bicubic' / 'test' / '0901x4.png').exists()
+
+
+def test_unique_labels_for_same_file_names():
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from test_demo import unique_labels
+    labels = [l for l, _ in unique_labels(['a/x/pruned.pth', 'b/y/pruned.pth', 'c/rfdn.pth'])]
+    assert labels == ['x/pruned', 'y/pruned', 'rfdn']
