@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 import numpy as np
 import torch
@@ -114,33 +113,30 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from models import load_model
     from .errors import UserError
-    try:
-        model = load_model(args.checkpoint)
-        if args.what == 'widths':
-            print('{')
-            for name, spec in conv_specs(model).items():
-                print(f"    '{name}': {spec},")
-            print('}')
-            return 0
-        if not args.output:
-            raise UserError(f'{args.what} needs an output path')
-        if args.what == 'entry':
-            write_entry(model, args.checkpoint, args.output)
-            print(f'wrote {args.output}')
-            return 0
-        export_onnx(model, args.output)
-        from .image_io import imread_rgb
-        diff = onnx_max_difference(model, args.output, imread_rgb(args.image))
-        print(f'wrote {args.output}; max |PyTorch - onnxruntime| on {os.path.basename(args.image)}: '
-              f'{diff:.2e} (0–255)')
-        if diff > 1e-3:
-            os.remove(args.output)
-            raise UserError(f'ONNX output differs by {diff:.2e} > 1e-3; removed {args.output}')
+    model = load_model(args.checkpoint)
+    if args.what == 'widths':
+        print('{')
+        for name, spec in conv_specs(model).items():
+            print(f"    '{name}': {spec},")
+        print('}')
         return 0
-    except UserError as exc:
-        print(f'error: {exc}', file=sys.stderr)
-        return 2
+    if not args.output:
+        raise UserError(f'{args.what} needs an output path')
+    if args.what == 'entry':
+        write_entry(model, args.checkpoint, args.output)
+        print(f'wrote {args.output}')
+        return 0
+    export_onnx(model, args.output)
+    from .image_io import imread_rgb
+    diff = onnx_max_difference(model, args.output, imread_rgb(args.image))
+    print(f'wrote {args.output}; max |PyTorch - onnxruntime| on {os.path.basename(args.image)}: '
+          f'{diff:.2e} (0–255)')
+    if diff > 1e-3:
+        os.remove(args.output)
+        raise UserError(f'ONNX output differs by {diff:.2e} > 1e-3; removed {args.output}')
+    return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    from .errors import run_cli
+    run_cli(main)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 
 
@@ -72,24 +71,21 @@ def main(argv=None) -> int:
     import torch
     from models import load_model
     from .errors import UserError
-    try:
-        torch.set_grad_enabled(False)
-        models = [load_model(c) for c in args.checkpoint]
-        labels = args.labels or [os.path.splitext(os.path.basename(c))[0] for c in args.checkpoint]
-        if len(labels) != len(models):
-            raise UserError('give one --labels entry per --checkpoint')
-        at = None
-        if args.at:
-            if len(args.at) != 2 * len(args.hr):
-                raise UserError('--at needs Y X for every --hr image')
-            at = [(args.at[2 * i], args.at[2 * i + 1]) for i in range(len(args.hr))]
-        save_figure(comparison_rows(args.hr, models, labels, args.scale, args.crop, at), args.out)
-        print(f'wrote {args.out}')
-        return 0
-    except UserError as exc:
-        print(f'error: {exc}', file=sys.stderr)
-        return 2
+    torch.set_grad_enabled(False)
+    models = [load_model(c) for c in args.checkpoint]
+    labels = args.labels or [os.path.splitext(os.path.basename(c))[0] for c in args.checkpoint]
+    if len(labels) != len(models):
+        raise UserError('give one --labels entry per --checkpoint')
+    at = None
+    if args.at:
+        if len(args.at) != 2 * len(args.hr):
+            raise UserError('--at needs Y X for every --hr image')
+        at = [(args.at[2 * i], args.at[2 * i + 1]) for i in range(len(args.hr))]
+    save_figure(comparison_rows(args.hr, models, labels, args.scale, args.crop, at), args.out)
+    print(f'wrote {args.out}')
+    return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    from .errors import run_cli
+    run_cli(main)
