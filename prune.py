@@ -159,12 +159,17 @@ def print_sensitivity(model, args) -> int:
 
 
 def make_finetuner(model, args, val_set):
-    """(finetune(model, step) or None, the training-image cache) for the pruning loops."""
-    if args.finetune_iters <= 0:
+    """(finetune(model, step) or None, the training-image cache) for the pruning loops.
+
+    The cache is also built without fine-tuning when Taylor importance needs batches.
+    """
+    if args.finetune_iters <= 0 and args.importance != 'taylor':
         return None, None
     data_dirs = args.data_dir or sorted(d for d in glob.glob(os.path.join(SHARED, 'train', '*'))
                                         if os.path.isdir(d))
     cache = PairCache(find_training_pairs(data_dirs, model.scale), model.scale, args.patch_size)
+    if args.finetune_iters <= 0:
+        return None, cache
     teacher = (load_model(args.teacher, device=args.device) if args.teacher else
                copy.deepcopy(model).eval()) if args.distill else None
 

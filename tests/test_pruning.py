@@ -191,3 +191,21 @@ def test_importances_and_round_to(importance):
     assert all(w % 4 == 0 for w in widths), widths
     assert model(example_input(model, 16)).shape == (1, 3, 64, 64)
     assert all(p.grad is None for p in model.parameters())   # Taylor's gradients cleaned up
+
+
+def test_taylor_without_finetuning_cli(repo_root, tmp_path):
+    """Taylor importance needs training batches even when no fine-tuning runs."""
+    import cv2
+    import numpy as np
+    data = tmp_path / 'data'
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(data / 'a.png'), cv2.GaussianBlur(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8), (5, 5), 2))
+    torch.manual_seed(0)
+    src = tmp_path / 'rfdn.pth'
+    save_state_dict(RFDN(nf=12, num_modules=2).state_dict(), str(src))
+    r = _cli(repo_root, '--input', str(src), '--out_dir', str(tmp_path / 'run'), '--steps', '1', '--ratio', '0.5',
+             '--importance', 'taylor', '--finetune_iters', '0', '--data_dir', str(data), '--patch_size', '16',
+             '--batch_size', '2', '--val_hr_dir', 'none')
+    assert r.returncode == 0, r.stderr
+    assert load_model(str(tmp_path / 'run' / 'pruned.pth')).B1.c1_d.out_channels == 3
