@@ -51,7 +51,7 @@ def parse_args(argv=None):
     p.add_argument('--fmp_criterion', default='total',
                    help='fmp mode: channel, weight, total_fixed or total (see utils/fmp.py)')
     p.add_argument('--sensitivity', action='store_true',
-                   help='kernel mode: print the ranked sensitivity table and stop')
+                   help='kernel or block mode: print the ranked sensitivity table and stop')
     p.add_argument('--kernel_prune', type=int, default=None, help='kernel mode: convs to turn 1×1')
     p.add_argument('--bias_keep', nargs='+', default=['conv_1', 'fea_conv', 'head', '*esa*'],
                    help='bias mode: convs (fnmatch) that keep their bias')
@@ -106,8 +106,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     make_importance(args.importance)
     model = load_model(args.input, device=args.device)
-    if args.mode == 'kernel' and args.sensitivity:
-        return print_sensitivity(model, args)
+    if args.sensitivity:
+        if args.mode == 'kernel':
+            return print_sensitivity(model, args)
+        if args.mode == 'block':
+            return print_block_sensitivity(model, args)
+        raise UserError('--sensitivity is for --mode kernel or --mode block')
     if not args.out_dir:
         raise UserError('--out_dir is required')
     if args.mode == 'fmp':
@@ -155,6 +159,21 @@ def print_sensitivity(model, args) -> int:
     print(f'{"conv":<20} {"centre share":>12} {"PSNR-Y drop dB":>15}')
     for r in rows:
         print(f'{r["name"]:<20} {r["centre_share"]:>12.3f} {r["psnr_y_drop"]:>15.2f}')
+    return 0
+
+
+def print_block_sensitivity(model, args) -> int:
+    from utils.block_pruning import block_drop_table
+    val_set = folder_set(args.val_hr_dir, None, model.scale)
+    try:
+        rows = block_drop_table(model, val_set, args.device)
+    except TypeError as exc:
+        raise UserError(str(exc)) from None
+    print(f'{type(model).__name__}: PSNR-Y on {val_set.name} with one block dropped (no fine-tuning), '
+          'safest first:')
+    print(f'{"block":>5} {"PSNR-Y dB":>10} {"drop dB":>8}')
+    for r in rows:
+        print(f'{r["block"]:>5} {r["psnr_y"]:>10.3f} {r["psnr_y_drop"]:>8.3f}')
     return 0
 
 

@@ -20,7 +20,7 @@ import os
 
 import torch
 
-from models import MODEL_REGISTRY, BranchRFDN, build_model, load_model
+from models import MODEL_REGISTRY, build_model, convert_from, load_model
 from utils.data import find_training_pairs
 from utils.errors import UserError, run_cli
 from utils.training import TrainConfig, Trainer
@@ -32,8 +32,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--model', default='RFDN', help=f'architecture: {", ".join(sorted(MODEL_REGISTRY))}')
     p.add_argument('--pretrained', default=None, help='start from this checkpoint (loaded strictly)')
-    p.add_argument('--init_from_rfdn', default=None,
-                   help='BranchRFDN only: copy every tensor of this RFDN checkpoint (SRFDBs start fresh)')
+    p.add_argument('--init_from', '--init_from_rfdn', dest='init_from', default=None,
+                   help='start from a model of another family: BranchRFDN from an RFDN checkpoint '
+                   '(SRFDBs start fresh), CLBIMDN from an IMDN one (1×1 branches start at zero)')
     p.add_argument('--teacher', default=None, help='frozen teacher checkpoint for --distill')
     p.add_argument('--distill', default='none', choices=['none', 'features', 'output'])
     p.add_argument('--distill_weight', type=float, default=1.0)
@@ -79,10 +80,10 @@ def parse_args(argv=None):
 
 
 def build_student(args):
-    if args.init_from_rfdn:
-        if args.model != 'BranchRFDN':
-            raise UserError('--init_from_rfdn is for --model BranchRFDN')
-        return BranchRFDN.from_rfdn(load_model(args.init_from_rfdn, 'RFDN'))
+    if args.init_from:
+        if args.pretrained:
+            raise UserError('give --pretrained or --init_from, not both')
+        return convert_from(args.model, args.init_from)
     if args.pretrained:
         return load_model(args.pretrained, args.model)
     return build_model(args.model, upscale=args.scale)

@@ -25,7 +25,14 @@ from .clb_imdn import CLBIMDN
 
 __all__ = ['MODEL_REGISTRY', 'SRModel', 'build_model', 'get_model_class', 'recognise',
            'register_model', 'model_from_state_dict', 'load_model', 'RFDN', 'RLFN',
-           'RLFN_NTIRE2022', 'IMDN', 'BranchRFDN', 'CLBIMDN']
+           'RLFN_NTIRE2022', 'IMDN', 'BranchRFDN', 'CLBIMDN', 'CONVERSIONS', 'convert_from']
+
+# training-time architectures that start from a pre-trained model of another family:
+# target class name -> (source class name, classmethod building the target from the source)
+CONVERSIONS = {
+    'BranchRFDN': ('RFDN', BranchRFDN.from_rfdn),   # PRFDN: branches around RFDN's blocks
+    'CLBIMDN': ('IMDN', CLBIMDN.from_imdn),         # CLB: 3×3 + parallel 1×1, same function
+}
 
 
 def model_from_state_dict(state_dict: dict, name: str | None = None,
@@ -70,3 +77,15 @@ def load_model(path: str, name: str | None = None, device: str | torch.device = 
     state_dict = read_state_dict(path)
     model = model_from_state_dict(state_dict, name, label=os.path.basename(path))
     return model.to(device).eval()
+
+
+def convert_from(target: str, path: str, device: str | torch.device = 'cpu') -> SRModel:
+    """Build a `target` model (see CONVERSIONS) from the pre-trained checkpoint at `path`.
+
+    Raises UserError when `target` has no conversion or the checkpoint is not of its
+    source family (e.g. an RLFN given for CLBIMDN).
+    """
+    if target not in CONVERSIONS:
+        raise UserError(f'--init_from converts into {", ".join(sorted(CONVERSIONS))}, not {target}')
+    source, convert = CONVERSIONS[target]
+    return convert(load_model(path, source)).to(device)

@@ -1,9 +1,13 @@
 """ONNX export matches PyTorch; the widths literal rebuilds the same model."""
+import os
+
 import numpy as np
+import pytest
 import torch
 
 from models import RFDN, BranchRFDN
 from utils.export import conv_specs, export_onnx, onnx_max_difference, OnnxSR
+from utils.errors import UserError
 from utils.reparam import branch_to_parallel
 
 
@@ -34,3 +38,37 @@ def test_ntire_score():
     assert abs(ntire_score(base, base)['total'] - np.exp(2)) < 1e-9
     half = {'runtime_256': 50.0, 'flops': 10.0, 'num_parameters': 0.2}
     assert abs(ntire_score(half, base)['total'] - np.exp(1)) < 1e-9
+
+
+def _import_entry(path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f'models.{os.path.splitext(os.path.basename(path))[0]}', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)   # 'models.' prefix: the entry's relative import resolves
+    return module
+
+
+@pytest.mark.parametrize('family', ['IMDN', 'RLFN'])
+def test_entry_for_other_families_loads_with_ntire_pattern(family, tmp_path):
+    from models import IMDN, RLFN
+    from utils.checkpoint import save_state_dict
+    from utils.export import write_entry
+    from utils.kernel_pruning import bias_prune, replace_with_1x1
+    torch.manual_seed(0)
+    if family == 'IMDN':
+        model = IMDN(nc=12, nb=2, upscale=2).eval()
+    else:   # kernel- and bias-pruned, as AdvancedSR ships it
+        model = RLFN(feature_channels=12, mid_channels=10, esa_channels=4, num_blocks=2, upscale=2).eval()
+        replace_with_1x1(model, ['block_2.c2_r', 'conv_2'])
+        bias_prune(model)
+    ckpt = tmp_path / 'x.pth'
+    save_state_dict(model.state_dict(), str(ckpt))
+    entry = tmp_path / 'team99_SHIPPED.py'
+    write_entry(model, str(ckpt), str(entry))
+    shipped = _import_entry(str(entry)).SHIPPED()          # no arguments
+    shipped.load_state_dict(torch.load(ckpt, weights_only=True), strict=True)
+    x = torch.rand(1, 3, 24, 20) * model.input_range
+    with torch.no_grad():
+        assert torch.equal(shipped.eval()(x), model(x))
+    with pytest.raises(UserError):
+        write_entry(model, str(ckpt), str(tmp_path / f'team99_{family}.py'))   # would shadow

@@ -172,17 +172,22 @@ def test_bias_prune_custom_keep():
 
 # -- psnr_drop_table -----------------------------------------------------------------------
 
-def test_psnr_drop_table_runs_and_is_sorted(pretrained, tmp_path):
-    hr_dir = tmp_path / 'HR'
-    hr_dir.mkdir()
+def smooth_eval_set(folder, scale=4, count=2):
+    """`count` smooth 64² colour images (HR; LR made by MATLAB bicubic) as an eval set."""
+    folder.mkdir()
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:64, 0:64]
-    for i in range(2):
+    for i in range(count):
         base = np.stack([np.sin(xx / (5 + i + c)) + np.cos(yy / (7 + c)) for c in range(3)], -1)
         img = (base - base.min()) / (base.max() - base.min()) * 200 + rng.uniform(0, 40, base.shape)
-        imwrite_rgb(str(hr_dir / f'img{i}.png'), img.clip(0, 255).astype(np.uint8))
-    eval_set = folder_set(str(hr_dir), None, 4)
-    assert len(eval_set) == 2
+        imwrite_rgb(str(folder / f'img{i}.png'), img.clip(0, 255).astype(np.uint8))
+    eval_set = folder_set(str(folder), None, scale)
+    assert len(eval_set) == count
+    return eval_set
+
+
+def test_psnr_drop_table_runs_and_is_sorted(pretrained, tmp_path):
+    eval_set = smooth_eval_set(tmp_path / 'HR')
 
     model = load_model(os.path.join(pretrained, 'team00_rlfn.pth'))
     state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -266,6 +271,24 @@ def test_drop_blocks_keeps_kernel_and_bias_pruned_convs():
     with torch.no_grad():
         x = rand_input(model)
         assert pruned(x).shape == model(x).shape
+
+
+def test_block_drop_table_matches_drop_blocks(tmp_path):
+    from utils.block_pruning import block_drop_table
+    from utils.evaluate import evaluate
+    eval_set = smooth_eval_set(tmp_path / 'HR', scale=2)
+    torch.manual_seed(0)
+    model = IMDN(nc=12, nb=3, upscale=2).eval()
+    rows = block_drop_table(model, eval_set)
+    assert sorted(r['block'] for r in rows) == [1, 2, 3]
+    drops = [r['psnr_y_drop'] for r in rows]
+    assert drops == sorted(drops)
+    base = np.mean(evaluate(model, eval_set, progress=False, warmup=False)['psnr_y'])
+    for r in rows:  # each row is what evaluating the model without that block gives
+        alone = np.mean(evaluate(drop_blocks(model, [r['block']]), eval_set, progress=False,
+                                 warmup=False)['psnr_y'])
+        assert abs(r['psnr_y'] - alone) < 1e-9 and abs(r['psnr_y_drop'] - (base - alone)) < 1e-9
+    assert model.num_blocks == 3  # untouched
 
 
 def test_drop_blocks_errors():

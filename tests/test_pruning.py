@@ -119,7 +119,8 @@ def test_prune_cli_steps_log_and_bad_input(repo_root, tmp_path):
     bad = [(['--ratio', '1.5'], 'must be in (0, 1)'),
            (['--ratio', '0'], 'must be in (0, 1)'),
            (['--target_params', '99999999'], 'not below the current'),
-           (['--importance', 'magic'], 'unknown importance')]
+           (['--importance', 'magic'], 'unknown importance'),
+           (['--sensitivity'], 'is for --mode kernel or --mode block')]
     for extra, needle in bad:
         r = _cli(repo_root, '--input', str(src), '--out_dir', str(tmp_path / 'bad'), '--finetune_iters',
                  '0', '--val_hr_dir', 'none', *extra)

@@ -1,6 +1,7 @@
 """The shipped PRFDN: NTIRE loading pattern, folded, and its size against RFDN."""
 import os
 
+import pytest
 import torch
 
 from models import load_model
@@ -21,3 +22,23 @@ def test_ntire_pattern_and_builder_agree(repo_root, shared_dir):
     rfdn = load_model(os.path.join(shared_dir, 'pretrained', 'rfdn_baseline.pth'))
     assert count_params(model) <= 0.5 * count_params(rfdn)
     assert ntire_flops(model) <= 0.5 * ntire_flops(rfdn)
+
+
+@pytest.mark.parametrize('model_id', [1, 2, 3, 4])
+def test_every_shipped_checkpoint_loads_with_ntire_pattern(repo_root, model_id):
+    """model_zoo/team01_NAME.pth + models/team01_NAME.py (class NAME, no arguments), strict;
+    the same model as the tensor-driven builder and as `--model_id` finds it."""
+    import importlib
+    from models.zoo import MODEL_ZOO
+    filename = MODEL_ZOO[model_id][1][0]
+    stem = os.path.splitext(filename)[0]
+    path = os.path.join(repo_root, 'model_zoo', filename)
+    assert os.path.isfile(path), f'{filename} is not shipped'
+    cls = getattr(importlib.import_module(f'models.{stem}'), stem.split('_', 1)[1])
+    model = cls()
+    model.load_state_dict(torch.load(path, map_location='cpu', weights_only=True), strict=True)
+    built = load_model(path)
+    x = torch.rand(1, 3, 24, 20) * built.input_range
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), built(x))
+    assert not any(k.endswith('.conv.weight') for k in model.state_dict())   # CLB branches collapsed

@@ -125,9 +125,10 @@ def test_feature_distillation_trains_only_srfdbs(repo_root, tmp_path):
 
 
 def test_patch_schedule_and_data(tmp_path):
-    assert parse_patch_schedule('64:10,160:5', 48, 99) == [(64, 10), (160, 5)]
-    assert parse_patch_schedule(None, 48, 99) == [(48, 99)]
-    for bad in ('64', '64:0', 'a:3', '4:10', '64:10;160:5'):
+    assert parse_patch_schedule('64:10,160:5', 48, 99) == [(64, 10, None), (160, 5, None)]
+    assert parse_patch_schedule('64:10, 160:5:4', 48, 99) == [(64, 10, None), (160, 5, 4)]
+    assert parse_patch_schedule(None, 48, 99) == [(48, 99, None)]
+    for bad in ('64', '64:0', 'a:3', '4:10', '64:10;160:5', '64:10:0', '64:10:4:2'):
         with pytest.raises(UserError):
             parse_patch_schedule(bad, 48, 10)
     data = _images(tmp_path / 'd', [(96, 96), (40, 40), (200, 160)])
@@ -140,6 +141,10 @@ def test_patch_schedule_and_data(tmp_path):
     assert lr3.shape == (4, 3, 32, 32) and hr3.shape == (4, 3, 128, 128)
     assert 0 <= float(lr0.min()) and float(lr0.max()) <= 1
     assert torch.equal(batches[0][0], lr0)                       # a pure function of the step
+    staged = PatchBatches(cache, 4, parse_patch_schedule('16:2,32:2:2', 16, 4), seed=0)
+    assert staged[1][0].shape == (4, 3, 16, 16) and staged[2][0].shape == (2, 3, 32, 32)
+    with pytest.raises(UserError):                                # 3 rows over 2 processes
+        PatchBatches(cache, 4, [(16, 2, 3)], seed=0, rank=0, world_size=2)
     half0 = PatchBatches(cache, 4, [(16, 2)], seed=0, rank=0, world_size=2)[0][0]
     half1 = PatchBatches(cache, 4, [(16, 2)], seed=0, rank=1, world_size=2)[0][0]
     assert torch.equal(torch.cat([half0, half1])[[0, 2, 1, 3]], lr0)  # ranks split the batch
@@ -188,3 +193,41 @@ def test_ema_weights_are_exported(tmp_path):
     live = model.state_dict()
     assert all(torch.equal(saved[k], ema[k]) for k in saved)          # EMA weights are shipped
     assert any(not torch.equal(ema[k], live[k]) for k in live)         # and differ from the live ones
+
+
+def test_init_from_converts_and_two_stage_batches(repo_root, tmp_path):
+    """--init_from builds CLBIMDN from an IMDN checkpoint (same function before training);
+    a PATCH:STEPS:BATCH stage trains end to end; wrong families get one line."""
+    from models import CLBIMDN, IMDN, convert_from
+    data = _images(tmp_path / 'data', [(96, 96), (128, 112)])
+    val = _images(tmp_path / 'val' / 'HR', [(64, 64)], seed=1)
+    torch.manual_seed(0)
+    imdn = IMDN(nc=12, nb=2, upscale=4).eval()
+    ckpt = tmp_path / 'imdn.pth'
+    save_state_dict(imdn.state_dict(), str(ckpt))
+    clb = convert_from('CLBIMDN', str(ckpt)).eval()
+    assert isinstance(clb, CLBIMDN)
+    x = torch.rand(1, 3, 12, 10)
+    with torch.no_grad():
+        assert (clb(x) - imdn(x)).abs().max() < 1e-5
+
+    base = ['train.py', '--init_from', str(ckpt), '--data_dir', str(data), '--val_hr_dir', str(val),
+            '--batch_size', '4', '--lr', '1e-3', '--no_progress', '--workers', '0', '--log_every', '1']
+    out = tmp_path / 'clb'
+    r = run([sys.executable, *base, '--model', 'CLBIMDN', '--patch_schedule', '16:2,24:2:2',
+             '--out_dir', str(out)], repo_root)
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(open(out / 'log.csv')))
+    assert [int(r_['patch']) for r_ in rows if r_['loss']] == [16, 16, 24, 24]
+    trained = weights(out / 'model_last.pth')
+    assert any(k.endswith('conv1x1.weight') and v.abs().max() > 0 for k, v in trained.items())
+
+    rfdn_ckpt = tmp_path / 'rfdn.pth'
+    save_state_dict(RFDN(nf=8, num_modules=2).state_dict(), str(rfdn_ckpt))
+    for extra, needle in (
+            (['--model', 'CLBIMDN', '--init_from', str(rfdn_ckpt)], 'does not fit IMDN'),
+            (['--model', 'RLFN'], 'converts into'),
+            (['--model', 'CLBIMDN', '--pretrained', str(ckpt)], 'not both')):
+        _one_line_error(run([sys.executable, *base, *extra, '--out_dir', str(tmp_path / 'bad')], repo_root),
+                        needle)
+        assert not (tmp_path / 'bad' / 'state.pth').exists()

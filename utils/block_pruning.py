@@ -14,12 +14,14 @@ blocks, loaded strictly from the rewired tensors:
 - RFDN: `B_i` are renumbered and the fusion conv `c.0` (a 1×1 conv over the
   concatenation of all block outputs) loses the input columns of the dropped blocks.
 Dropping blocks changes the function (nothing downstream compensates): fine-tune after.
+`block_drop_table` measures, before any fine-tuning, what dropping each single block costs.
 """
 from __future__ import annotations
 
 import re
 from collections import OrderedDict
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -105,3 +107,33 @@ def drop_blocks(model: nn.Module, indices) -> nn.Module:
     new_model.load_state_dict(new_state, strict=True)
     p = next(model.parameters())
     return new_model.to(p.device, p.dtype).train(model.training)
+
+
+def num_blocks(model: nn.Module) -> int:
+    """How many droppable blocks `model` has (TypeError for an unsupported architecture)."""
+    return _family(model)[1]
+
+
+@torch.no_grad()
+def block_drop_table(model: nn.Module, eval_set, device='cpu') -> list:
+    """Sensitivity of each block: the PSNR-Y drop on `eval_set` when it alone is dropped.
+
+    Returns [{'block' (1-based), 'psnr_y', 'psnr_y_drop'}], ascending by drop (no
+    fine-tuning; drop = mean PSNR-Y of `model` - that of `drop_blocks(model, [block])`,
+    dB, border = scale, via `utils.evaluate.evaluate`).
+    """
+    from .evaluate import evaluate
+
+    def mean_psnr_y(m):
+        res = evaluate(m.to(device).eval(), eval_set, device=device, progress=False, warmup=False)
+        if not res['psnr_y']:
+            raise ValueError(f'{eval_set.name} has no HR images: PSNR cannot be measured')
+        return float(np.mean(res['psnr_y']))
+
+    base = mean_psnr_y(model)
+    rows = []
+    for block in range(1, num_blocks(model) + 1):
+        psnr = mean_psnr_y(drop_blocks(model, [block]))
+        rows.append({'block': block, 'psnr_y': psnr, 'psnr_y_drop': base - psnr})
+    rows.sort(key=lambda r: (r['psnr_y_drop'], r['block']))
+    return rows

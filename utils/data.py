@@ -23,28 +23,39 @@ from .matlab_functions import imresize, modcrop
 
 
 def parse_patch_schedule(text: str | None, default_patch: int, total_iters: int) -> list:
-    """'64:1000,160:500' -> [(64, 1000), (160, 500)] (patch size in LR pixels, steps).
+    """'64:1000,160:500:4' -> [(64, 1000, None), (160, 500, 4)]: (LR patch size, steps, batch).
 
-    Without a schedule, one stage of `default_patch` for `total_iters`.
+    A stage's batch is optional (None: the run's --batch_size); a larger-patch stage with a
+    smaller batch keeps the pixels per step, hence the step time, comparable. Without a
+    schedule, one stage of `default_patch` for `total_iters`.
     """
     if not text:
-        return [(default_patch, total_iters)]
+        return [(default_patch, total_iters, None)]
     stages = []
     for part in text.split(','):
-        m = re.fullmatch(r'\s*(\d+)\s*:\s*(\d+)\s*', part)
-        if not m or int(m.group(1)) < 8 or int(m.group(2)) < 1:
-            raise UserError(f'bad --patch_schedule "{text}": expected PATCH:STEPS[,PATCH:STEPS...] '
-                            'with PATCH >= 8 and STEPS >= 1, e.g. 64:1000,160:500')
-        stages.append((int(m.group(1)), int(m.group(2))))
+        m = re.fullmatch(r'\s*(\d+)\s*:\s*(\d+)\s*(?::\s*(\d+)\s*)?', part)
+        if not m or int(m.group(1)) < 8 or int(m.group(2)) < 1 or (m.group(3) and int(m.group(3)) < 1):
+            raise UserError(f'bad --patch_schedule "{text}": expected PATCH:STEPS[:BATCH][,...] '
+                            'with PATCH >= 8, STEPS >= 1 and BATCH >= 1, e.g. 64:1000,160:500')
+        stages.append((int(m.group(1)), int(m.group(2)), int(m.group(3)) if m.group(3) else None))
     return stages
 
 
+def stage_at(schedule: list, step: int) -> tuple:
+    """The (patch, steps, batch) stage that global step `step` (0-based) falls in.
+
+    Stages may also be given as (patch, steps) pairs (batch None)."""
+    found = schedule[-1]
+    for stage in schedule:
+        if step < stage[1]:
+            found = stage
+            break
+        step -= stage[1]
+    return (found[0], found[1], found[2] if len(found) > 2 else None)
+
+
 def patch_size_at(schedule: list, step: int) -> int:
-    for patch, steps in schedule:
-        if step < steps:
-            return patch
-        step -= steps
-    return schedule[-1][0]
+    return stage_at(schedule, step)[0]
 
 
 def _walk_images(folder: str) -> list:
@@ -176,14 +187,16 @@ class PatchBatches(torch.utils.data.Dataset):
     """Item `step` is this rank's share of the global batch of that step.
 
     Returns (lr, hr): float32 tensors (b, 3, p, p) and (b, 3, p·s, p·s) in 0–1, where
-    b = batch_size // world_size and p follows the patch schedule.
+    b = (the stage's batch, else batch_size) // world_size and p follows the patch schedule.
     """
 
     def __init__(self, cache: PairCache, batch_size: int, schedule: list, seed: int,
                  rank: int = 0, world_size: int = 1, total_steps: int = 10 ** 9):
-        if batch_size % world_size:
-            raise UserError(f'--batch_size {batch_size} must be divisible by the {world_size} processes')
-        for patch, _ in schedule:
+        stage_batches = [stage_at([stage], 0)[2] for stage in schedule]  # pairs allowed
+        for batch in [batch_size] + [b for b in stage_batches if b]:
+            if batch % world_size:
+                raise UserError(f'batch {batch} must be divisible by the {world_size} processes')
+        for patch, *_ in schedule:
             if len(cache.eligible(patch)) == 0:
                 raise UserError(f'no training image has an LR side of at least {patch} pixels '
                                 f'(patch size {patch} of the schedule)')
@@ -194,10 +207,10 @@ class PatchBatches(torch.utils.data.Dataset):
         return self.total_steps
 
     def __getitem__(self, step: int):
-        patch = patch_size_at(self.schedule, step)
+        patch, _, batch = stage_at(self.schedule, step)
         s = self.cache.scale
         lrs, hrs = [], []
-        for j in range(self.rank, self.batch_size, self.world_size):
+        for j in range(self.rank, batch or self.batch_size, self.world_size):
             rng = np.random.default_rng([self.seed, step, j])
             # a later, larger patch stage draws only from the images big enough for it
             candidates = self.cache.eligible(patch)

@@ -167,7 +167,7 @@ class Trainer:
             raise UserError('--iters must be at least 1')
         self.schedule = parse_patch_schedule(cfg.patch_schedule, cfg.patch_size, cfg.iters)
         if cfg.patch_schedule:
-            cfg.iters = sum(n for _, n in self.schedule)
+            cfg.iters = sum(stage[1] for stage in self.schedule)
         torch.manual_seed(cfg.seed)
 
         self.model = model.to(self.device)
@@ -191,7 +191,7 @@ class Trainer:
         self.history = []
 
         # data: every problem with it surfaces here, before the first step
-        min_patch = min(p for p, _ in self.schedule)
+        min_patch = min(stage[0] for stage in self.schedule)
         if cache is None:  # prune.py passes one cache to all its fine-tuning rounds
             pairs = find_training_pairs(cfg.data_dirs, cfg.scale, cfg.lr_dirs)
             cache = PairCache(pairs, cfg.scale, min_patch, cfg.cache_dir, cfg.progress and self.is_main)
