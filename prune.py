@@ -13,8 +13,9 @@ AdvancedSR (kernel pruning, then bias pruning, L2 fine-tuning):
 FMP-style joint channel + weight pruning to 60% of the (sparse) Params (utils/fmp.py):
     python prune.py --mode fmp --input m.pth --out_dir exp/fmp --fmp_metric params --fmp_target 0.6 \
         --fmp_criterion total
-CLB block pruning (IMDN 8 -> 7 blocks):
-    python prune.py --mode block --input ../shared/pretrained/imdn_baseline.pth --drop_blocks 8 --out_dir exp/b7
+CLB block pruning (IMDN 8 -> 7 blocks; --sensitivity ranks the blocks first):
+    python prune.py --mode block --input ../shared/pretrained/imdn_baseline.pth --sensitivity
+    python prune.py --mode block --input ../shared/pretrained/imdn_baseline.pth --drop_blocks 4 --out_dir exp/b7
 Every completed step is kept as OUT_DIR/step_XX.pth with a CSV/JSON log and a PSNR-vs-FLOPs
 plot; the final model is written to --output (a plain state_dict; fold helper convs with
 `reparam.py --mode fold`).

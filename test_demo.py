@@ -6,8 +6,9 @@
 
 Datasets: the NTIRE layouts under --data_dir (DIV2K_LSDIR_valid_HR/_LR, or
 DIV2K_valid_HR + DIV2K_valid_LR_bicubic/X4), any --hr_dir folders (LR from --lr_dir or made
-by MATLAB bicubic), or else the built-in sample set. Writes results.json, results.txt and
-results.png (PSNR vs runtime) and the SR images under --save_dir.
+by MATLAB bicubic), or else the built-in sample set. Writes results.json, results.txt (NTIRE
+layout), results.md (markdown table) and results.png (PSNR vs runtime), and the SR images
+under --save_dir.
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def parse_args(argv=None):
     p.add_argument('--fp16', action='store_true', help='half precision (CUDA only)')
     p.add_argument('--tile', type=int, default=None, help='run the LR in tiles of this size')
     p.add_argument('--tile_overlap', type=int, default=32)
-    p.add_argument('--results', default='results.json', help='results JSON path (results.txt and '
+    p.add_argument('--results', default='results.json', help='results JSON path (results.txt, .md and '
                    '.png are written beside it)')
     p.add_argument('--no_bicubic', action='store_true', help='leave out the bicubic reference row')
     p.add_argument('--onnx', nargs=2, metavar=('ONNX', 'SOURCE_CKPT'), default=None,
@@ -187,9 +188,9 @@ def main(argv=None) -> int:
 
     names = [s.name for s in sets]
     base = os.path.splitext(args.results)[0]
-    write_results(results, names, args.results, base + '.txt', base + '.png')
+    write_results(results, names, args.results, base + '.txt', base + '.png', base + '.md')
     print(results_table(results, names))
-    print(f'wrote {args.results}, {base}.txt, {base}.png'
+    print(f'wrote {args.results}, {base}.txt, {base}.md, {base}.png'
           + ('' if args.no_save else f'; SR images under {args.save_dir}/'))
     return 0
 

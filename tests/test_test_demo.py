@@ -51,6 +51,10 @@ def test_demo_writes_ntire_results(repo_root, tiny_data):
     # bicubic of a blurred image is a sensible reference: well above noise level
     assert res['bicubic']['valid_ave_psnr'] > 20
     assert (tmp / 'out' / 'res.txt').read_text().count('\n') == 2
+    md = (tmp / 'out' / 'res.md').read_text().splitlines()
+    assert len(md) == 2 + 2 and md[2].startswith('| tiny_rfdn | ')   # header, rule, 2 models
+    psnr_y = float(md[2].split('|')[2])          # first set's PSNR-Y, as in results.json
+    assert abs(psnr_y - rec['valid_ave_psnr_y']) <= 0.005
     assert (tmp / 'out' / 'res.png').stat().st_size > 1000
     sr = cv2.imread(str(tmp / 'sr' / 'tiny_rfdn' / 'tiny' / 'ax4.png'))
     assert sr.shape == (48, 40, 3)

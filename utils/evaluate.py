@@ -196,6 +196,30 @@ def results_table(results: dict, sets: list) -> str:
     return '\n'.join(lines)
 
 
+def results_markdown(results: dict, sets: list) -> str:
+    """The README's table (GitHub markdown): PSNR-Y and PSNR per set, SSIM-Y of the first set
+    when measured, CPU/GPU median ms at 256² LR, ms per image of the first set, complexity."""
+    first = sets[0]
+    has_ssim = any(r.get(f'{first}_ave_ssim_y') is not None for r in results.values())
+    head = ['model']
+    for s in sets:
+        head += [f'{s} PSNR-Y', f'{s} PSNR']
+    head += [f'{first} SSIM-Y'] if has_ssim else []
+    head += ['ms 256² (median)', f'{first} ms/img', 'params M', 'FLOPs G', 'fvcore G', 'acts M', '#conv']
+    fmt = (lambda v, spec: '–' if v is None else format(v, spec))
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    for label, r in results.items():
+        row = [label]
+        for s in sets:
+            row += [fmt(r.get(f'{s}_ave_psnr_y'), '.2f'), fmt(r.get(f'{s}_ave_psnr'), '.2f')]
+        row += [fmt(r.get(f'{first}_ave_ssim_y'), '.4f')] if has_ssim else []
+        row += [fmt(r.get('runtime_256'), '.0f'), fmt(r.get(f'{first}_ave_runtime'), '.1f'),
+                fmt(r['num_parameters'], '.3f'), fmt(r['flops'], '.2f'), fmt(r['flops_fvcore'], '.2f'),
+                fmt(r['activations'], '.2f'), str(r['num_conv'])]
+        lines.append('| ' + ' | '.join(row) + ' |')
+    return '\n'.join(lines)
+
+
 def plot_psnr_runtime(results: dict, set_name: str, path: str, title: str = '') -> None:
     """PSNR-Y against runtime for `set_name`; marker area proportional to #params."""
     import matplotlib
@@ -228,9 +252,12 @@ def plot_psnr_runtime(results: dict, set_name: str, path: str, title: str = '') 
 
 
 def write_results(results: dict, sets: list, json_path: str, txt_path: str,
-                  plot_path: str | None) -> None:
-    """results.json, results.txt (NTIRE layout) and the plot, each written atomically."""
+                  plot_path: str | None, md_path: str | None = None) -> None:
+    """results.json, results.txt (NTIRE layout), results.md (markdown table) and the plot,
+    each written atomically."""
     _atomic_write_text(json_path, json.dumps(results, indent=2) + '\n')
     _atomic_write_text(txt_path, '\n'.join(results_lines(results, sets)) + '\n')
+    if md_path:
+        _atomic_write_text(md_path, results_markdown(results, sets) + '\n')
     if plot_path:
         plot_psnr_runtime(results, sets[0], plot_path)

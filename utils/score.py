@@ -3,7 +3,7 @@
 score_m = exp(2 · m / m_baseline) for m in runtime, FLOPs, params; the total weighs them
 0.7 / 0.15 / 0.15. The baseline itself scores e² ≈ 7.389 on each; lower is better.
 
-    python -m utils.score results.json team01_PRFDN rfdn_baseline [--runtime_key runtime_256]
+    python -m utils.score results.json team01_PRFDN [team01_RLFNKP ...] rfdn_baseline [--runtime_key runtime_256]
 """
 from __future__ import annotations
 
@@ -28,22 +28,24 @@ def ntire_score(model: dict, baseline: dict, runtime_key: str = 'runtime_256') -
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('results')
-    p.add_argument('model')
+    p.add_argument('model', nargs='+', help='result labels to score (the last positional is the baseline)')
     p.add_argument('baseline')
     p.add_argument('--runtime_key', default='runtime_256',
                    help='runtime_256 (median at 256² LR) or e.g. Set5_ave_runtime')
     a = p.parse_args(argv)
     with open(a.results) as f:
         res = json.load(f)
-    for k in (a.model, a.baseline):
+    for k in (*a.model, a.baseline):
         if k not in res:
             print(f'error: {k} not in {a.results} (has: {", ".join(res)})', file=sys.stderr)
             return 2
-    s = ntire_score(res[a.model], res[a.baseline], a.runtime_key)
     base = ntire_score(res[a.baseline], res[a.baseline], a.runtime_key)
-    print(f'{a.model} vs {a.baseline} ({a.runtime_key}): runtime ×{s["ratios"]["runtime"]:.3f} -> {s["runtime"]:.3f}, '
-          f'FLOPs ×{s["ratios"]["flops"]:.3f} -> {s["flops"]:.3f}, params ×{s["ratios"]["params"]:.3f} -> '
-          f'{s["params"]:.3f}; total {s["total"]:.3f} (baseline {base["total"]:.3f}; lower is better)')
+    for model in a.model:
+        s = ntire_score(res[model], res[a.baseline], a.runtime_key)
+        print(f'{model} vs {a.baseline} ({a.runtime_key}): runtime ×{s["ratios"]["runtime"]:.3f} -> '
+              f'{s["runtime"]:.3f}, FLOPs ×{s["ratios"]["flops"]:.3f} -> {s["flops"]:.3f}, params '
+              f'×{s["ratios"]["params"]:.3f} -> {s["params"]:.3f}; total {s["total"]:.3f} '
+              f'(baseline {base["total"]:.3f}; lower is better)')
     return 0
 
 
