@@ -39,6 +39,8 @@ def parse_args(argv=None):
     p.add_argument('--model', default=None, help=f'architecture name ({", ".join(sorted(MODEL_REGISTRY))}); '
                    'default: recognised from the checkpoint')
     p.add_argument('--checkpoint', default=None, nargs='+', help='checkpoint file(s) to evaluate')
+    p.add_argument('--labels', default=None, nargs='+',
+                   help='result labels for the --checkpoint files, in order (default: file names)')
     p.add_argument('--model_zoo', default='model_zoo', help='folder of checkpoints (default model_zoo/)')
     p.add_argument('--hr_dir', nargs='+', default=None, help='HR folder(s) to evaluate on')
     p.add_argument('--lr_dir', nargs='+', default=None,
@@ -74,7 +76,13 @@ def unique_labels(paths: list) -> list:
 def select_checkpoints(args) -> list:
     """[(label, path)] of the models to evaluate, checked to exist."""
     if args.checkpoint:
-        return unique_labels(args.checkpoint)
+        if args.labels is None:
+            return unique_labels(args.checkpoint)
+        if len(args.labels) != len(args.checkpoint) or len(set(args.labels)) != len(args.labels):
+            raise UserError(f'--labels needs {len(args.checkpoint)} distinct names, one per --checkpoint')
+        return list(zip(args.labels, args.checkpoint))
+    if args.labels is not None:
+        raise UserError('--labels names --checkpoint files; give --checkpoint too')
     if args.model_id is not None:
         if args.model_id not in MODEL_ZOO:
             raise UserError(f'unknown --model_id {args.model_id}; known: '

@@ -172,3 +172,16 @@ def test_unique_labels_for_same_file_names():
     from test_demo import unique_labels
     labels = [l for l, _ in unique_labels(['a/x/pruned.pth', 'b/y/pruned.pth', 'c/rfdn.pth'])]
     assert labels == ['x/pruned', 'y/pruned', 'rfdn']
+
+
+def test_labels_name_the_checkpoints():
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from test_demo import parse_args, select_checkpoints
+    from utils.errors import UserError
+    args = parse_args(['--checkpoint', 'a/x.pth', 'b/y.pth', '--labels', 'IMDN-7', 'IMDN-7 + CLB'])
+    assert select_checkpoints(args) == [('IMDN-7', 'a/x.pth'), ('IMDN-7 + CLB', 'b/y.pth')]
+    for bad in (['--checkpoint', 'a.pth', 'b.pth', '--labels', 'one'],
+                ['--checkpoint', 'a.pth', 'b.pth', '--labels', 'same', 'same'],
+                ['--labels', 'orphan']):
+        with pytest.raises(UserError):
+            select_checkpoints(parse_args(bad))
