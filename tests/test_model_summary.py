@@ -159,3 +159,21 @@ def test_peak_memory_cpu():
         time.sleep(0.05)
         del t  # freed before exit: the sampler must have seen the peak
     assert busy.peak_mb > 150, busy.peak_mb
+
+
+def test_interleaved_runtime_times_every_model_in_turns(tmp_path):
+    from models import RFDN
+    from utils.checkpoint import save_state_dict
+    from utils.errors import UserError
+    from utils.model_summary import interleaved_runtime, main
+    torch.manual_seed(0)
+    small, big = RFDN(nf=8, num_modules=1).eval(), RFDN(nf=16, num_modules=2).eval()
+    res = interleaved_runtime({'small': small, 'big': big}, torch.rand(1, 3, 24, 24) * 255,
+                              rounds=3, repeats=2)
+    assert set(res) == {'small', 'big'}
+    assert all(len(r['times_ms']) == 6 and r['min_ms'] <= r['median_ms'] for r in res.values())
+    path = tmp_path / 'small.pth'
+    save_state_dict(small.state_dict(), str(path))
+    assert main([str(path), '--rounds', '1', '--repeats', '1', '--size', '20']) == 0
+    with pytest.raises(UserError):
+        main([str(path), '--rounds', '0'])

@@ -13,6 +13,9 @@
   (the NTIRE `get_model_activation`).
 - `measure_runtime`: CUDA events after warm-up on a GPU; on the CPU warm-up, repeats and
   the median of `time.perf_counter`.
+- `interleaved_runtime`: several models timed in turns (round-robin), so that a machine whose
+  speed drifts (a shared 2-core CPU does, by ±15%) biases none of them;
+  `python -m utils.model_summary CKPT [CKPT ...] --rounds 10`.
 - `PeakMemory`: CUDA `max_memory_allocated`, or the peak resident set size sampled on the CPU.
 
 All counts use one input of shape (1, 3, H, W) (3×256×256 unless told otherwise) and
@@ -210,6 +213,50 @@ def measure_runtime(model: nn.Module, x: torch.Tensor, warmup: int = 2, repeats:
             'min_ms': min(times), 'times_ms': times}
 
 
+def interleaved_runtime(models: dict, x: torch.Tensor, rounds: int = 10, repeats: int = 3,
+                        fp16: bool = False) -> dict:
+    """{label: measure_runtime-style dict over rounds × repeats calls}, timed in turns.
+
+    Each round times every model `repeats` times (after one warm-up call each round), so
+    slow and fast phases of the machine are shared out evenly.
+    """
+    times = {label: [] for label in models}
+    for _ in range(rounds):
+        for label, model in models.items():
+            times[label] += measure_runtime(model, x, warmup=1, repeats=repeats, fp16=fp16)['times_ms']
+    return {label: {'median_ms': statistics.median(t), 'mean_ms': statistics.fmean(t),
+                    'min_ms': min(t), 'times_ms': t} for label, t in times.items()}
+
+
+def main(argv=None) -> int:
+    import argparse
+    p = argparse.ArgumentParser(description='Median runtime of checkpoints, timed in turns '
+                                '(round-robin) on one input of --size² LR pixels.')
+    p.add_argument('checkpoint', nargs='+')
+    p.add_argument('--rounds', type=int, default=10)
+    p.add_argument('--repeats', type=int, default=3)
+    p.add_argument('--size', type=int, default=256)
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    args = p.parse_args(argv)
+    from models import load_model
+    from .errors import UserError
+    if args.rounds < 1 or args.repeats < 1 or args.size < 1:
+        raise UserError('--rounds, --repeats and --size must be positive')
+    models = {}
+    for path in args.checkpoint:
+        label = os.path.splitext(os.path.basename(path))[0]
+        if label in models:
+            raise UserError(f'two checkpoints are named {label}')
+        models[label] = load_model(path, device=args.device)
+    first = next(iter(models.values()))
+    x = torch.rand(1, 3, args.size, args.size, device=args.device) * first.input_range
+    res = interleaved_runtime(models, x, args.rounds, args.repeats)
+    for label, r in res.items():
+        print(f'{label:<24} median {r["median_ms"]:7.1f} ms  (min {r["min_ms"]:.1f}, mean {r["mean_ms"]:.1f}, '
+              f'{len(r["times_ms"])} calls, {args.size}² on {args.device})')
+    return 0
+
+
 def _release_free_heap() -> None:
     """Give freed heap pages back to the OS (glibc), so that the RSS sampled next grows with
     new allocations instead of silently reusing memory freed earlier in the process."""
@@ -285,3 +332,8 @@ def summarize(model: nn.Module, input_shape=DEFAULT_INPUT, with_thop: bool = Tru
     if with_thop:
         out['macs_thop'] = thop_macs(model, input_shape) / 1e9
     return out
+
+
+if __name__ == '__main__':
+    from .errors import run_cli
+    run_cli(main)
