@@ -72,3 +72,16 @@ def test_entry_for_other_families_loads_with_ntire_pattern(family, tmp_path):
         assert torch.equal(shipped.eval()(x), model(x))
     with pytest.raises(UserError):
         write_entry(model, str(ckpt), str(tmp_path / f'team99_{family}.py'))   # would shadow
+
+
+def test_score_cli_scores_several_models(tmp_path, capsys):
+    import json
+    from utils.score import main
+    rec = lambda ms, g, p: {'runtime_256': ms, 'flops': g, 'num_parameters': p}
+    path = tmp_path / 'r.json'
+    path.write_text(json.dumps({'base': rec(100, 20, 0.4), 'half': rec(50, 10, 0.2), 'same': rec(100, 20, 0.4)}))
+    assert main([str(path), 'half', 'same', 'base']) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith('half vs base') and lines[1].startswith('same vs base')
+    assert 'total 2.718' in lines[0] and 'total 7.389' in lines[1]       # e^1 and e^2
+    assert main([str(path), 'nope', 'base']) == 2

@@ -21,7 +21,6 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 
-import numpy as np
 import torch
 import torch.nn as nn
 
@@ -122,18 +121,12 @@ def block_drop_table(model: nn.Module, eval_set, device='cpu') -> list:
     fine-tuning; drop = mean PSNR-Y of `model` - that of `drop_blocks(model, [block])`,
     dB, border = scale, via `utils.evaluate.evaluate`).
     """
-    from .evaluate import evaluate
-
-    def mean_psnr_y(m):
-        res = evaluate(m.to(device).eval(), eval_set, device=device, progress=False, warmup=False)
-        if not res['psnr_y']:
-            raise ValueError(f'{eval_set.name} has no HR images: PSNR cannot be measured')
-        return float(np.mean(res['psnr_y']))
-
-    base = mean_psnr_y(model)
+    from .evaluate import mean_psnr_y
+    model = model.to(device).eval()
+    base = mean_psnr_y(model, eval_set, device)
     rows = []
     for block in range(1, num_blocks(model) + 1):
-        psnr = mean_psnr_y(drop_blocks(model, [block]))
+        psnr = mean_psnr_y(drop_blocks(model, [block]), eval_set, device)
         rows.append({'block': block, 'psnr_y': psnr, 'psnr_y_drop': base - psnr})
     rows.sort(key=lambda r: (r['psnr_y_drop'], r['block']))
     return rows

@@ -103,6 +103,15 @@ def evaluate(model, eval_set: EvalSet, device='cpu', tile: int | None = None,
     return out
 
 
+def mean_psnr_y(model, eval_set: EvalSet, device='cpu') -> float:
+    """Mean PSNR-Y (dB, border = scale) of `model` on `eval_set`, no warm-up, no progress
+    bar: the number the sensitivity tables compare. ValueError if the set has no HR."""
+    res = evaluate(model, eval_set, device=device, progress=False, warmup=False)
+    if not res['psnr_y']:
+        raise ValueError(f'{eval_set.name} has no HR images: PSNR cannot be measured')
+    return float(np.mean(res['psnr_y']))
+
+
 def complexity(model, runtime_input: tuple | None = (3, 256, 256), device='cpu') -> dict:
     """Params (M), FLOPs (G, NTIRE hooks and fvcore), activations (M), #conv, and the
     median runtime (ms) of 5 runs on a 1×3×256×256 input (after 2 warm-up runs)."""

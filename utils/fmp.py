@@ -288,6 +288,22 @@ def _within(size, goal, tol):
     return abs(size - goal) <= tol * goal
 
 
+def _bisect_channel_step(state, ratio, lo, hi, importance, grad_batch, tries=6):
+    """(trial, step ratio) of a channel step in (0, ratio) whose size lands in [lo, hi],
+    found by bisection in `tries` halvings, or None."""
+    a, b = 0.0, ratio
+    for _ in range(tries):
+        mid = (a + b) / 2
+        t = channel_trial(state, mid, importance, grad_batch)
+        if lo <= t.size <= hi:
+            return t, mid
+        if t.size < lo:
+            b = mid
+        else:
+            a = mid
+    return None
+
+
 def _land_channels(state, goal, tol, ratio, importance, grad_batch, log):
     """Channel steps until the size is within tol of `goal` (or as close as possible).
 
@@ -303,18 +319,7 @@ def _land_channels(state, goal, tol, ratio, importance, grad_batch, log):
             state = trial
             continue
         # overshoot: bisect the step size, then fall back to single channels
-        found = None
-        a, b = 0.0, ratio
-        for _ in range(6):
-            mid = (a + b) / 2
-            t = channel_trial(state, mid, importance, grad_batch)
-            if lo <= t.size <= hi:
-                found = (t, mid)
-                break
-            if t.size < lo:
-                b = mid
-            else:
-                a = mid
+        found = _bisect_channel_step(state, ratio, lo, hi, importance, grad_batch)
         if found:
             log('channel', state, found[0], {'ratio': found[1]})
             return found[0]
@@ -370,18 +375,8 @@ def _total(state, goal, tol, ratio, step_frac, min_keep, importance, grad_batch,
         ch = channel_trial(state, ratio, importance, grad_batch)
         info = {'ratio': ratio}
         if ch.size < lo:                                  # overshoot: bisect the step size
-            ch = None
-            a, b = 0.0, ratio
-            for _ in range(6):
-                mid = (a + b) / 2
-                t = channel_trial(state, mid, importance, grad_batch)
-                if lo <= t.size <= hi:
-                    ch, info = t, {'ratio': mid}
-                    break
-                if t.size < lo:
-                    b = mid
-                else:
-                    a = mid
+            found = _bisect_channel_step(state, ratio, lo, hi, importance, grad_batch)
+            ch, info = (found[0], {'ratio': found[1]}) if found else (None, info)
         if ch is not None and ch.size < cur:
             cand.append(('channel', ch, info))
         amount = cur - ch.size if ch is not None and ch.size < cur else step_frac * cur

@@ -54,6 +54,20 @@ def _is_same_kxk(conv: nn.Conv2d) -> bool:
             and conv.padding_mode == 'zeros')
 
 
+def _same_kxk_convs(model: nn.Module, names) -> dict:
+    """{name: conv} for `names`; ValueError naming the first that is not a square k×k
+    (k > 1, odd) stride-1 'same' conv (only those have a centre tap to keep)."""
+    convs = {}
+    for name in names:
+        conv = _get_conv(model, name)
+        if not _is_same_kxk(conv):
+            raise ValueError(f'{name}: needs a square k×k (k > 1) stride-1 conv with same '
+                             f'padding, got kernel {tuple(conv.kernel_size)}, stride '
+                             f'{tuple(conv.stride)}, padding {tuple(conv.padding)}')
+        convs[name] = conv
+    return convs
+
+
 def eligible_convs(model: nn.Module) -> list:
     """Names of the convs that kernel pruning considers, in module order.
 
@@ -105,14 +119,7 @@ def centre_tap_share(model: nn.Module, images, names: list | None = None) -> dic
     Returns {conv name: share} in module order.
     """
     names = eligible_convs(model) if names is None else list(names)
-    convs = {}
-    for name in names:
-        conv = _get_conv(model, name)
-        if not _is_same_kxk(conv):
-            raise ValueError(f'{name}: centre_tap_share needs a square k×k (k > 1) stride-1 '
-                             f"'same' conv, got kernel {tuple(conv.kernel_size)}, stride "
-                             f'{tuple(conv.stride)}, padding {tuple(conv.padding)}')
-        convs[name] = conv
+    convs = _same_kxk_convs(model, names)
     sq_centre = {n: 0.0 for n in names}
     sq_other = {n: 0.0 for n in names}
 
@@ -162,14 +169,7 @@ def replace_with_1x1(model: nn.Module, names) -> nn.Module:
     """
     if isinstance(names, str):
         names = [names]
-    olds = {}
-    for name in names:
-        conv = _get_conv(model, name)
-        if not _is_same_kxk(conv):
-            raise ValueError(f'{name}: only square k×k (k > 1) stride-1 convs with same '
-                             f'padding can become 1×1, got kernel {tuple(conv.kernel_size)}, '
-                             f'stride {tuple(conv.stride)}, padding {tuple(conv.padding)}')
-        olds[name] = conv
+    olds = _same_kxk_convs(model, names)
     overrides = {}
     for name, conv in olds.items():
         in_ch, out_ch, _, bias = conv_spec(conv)
@@ -206,27 +206,21 @@ def psnr_drop_table(model: nn.Module, names, eval_set, device='cpu') -> list:
     are safest to prune first); drop = mean PSNR-Y of `model` - mean PSNR-Y of the copy
     (dB, border = scale). `centre_share` is `centre_tap_share` on the set's LR images.
     """
-    from .evaluate import evaluate
+    from .evaluate import mean_psnr_y
     from .image_io import uint8_to_tensor
 
     names = list(names)
     model = model.to(device).eval()
 
-    def mean_psnr_y(m):
-        res = evaluate(m, eval_set, device=device, progress=False, warmup=False)
-        if not res['psnr_y']:
-            raise ValueError(f'{eval_set.name} has no HR images: PSNR cannot be measured')
-        return float(np.mean(res['psnr_y']))
-
     value_range = getattr(model, 'input_range', 255.0)
     images = [uint8_to_tensor(item.load_lr(), value_range) for item in eval_set.items]
     shares = centre_tap_share(model, images, names)
-    base = mean_psnr_y(model)
+    base = mean_psnr_y(model, eval_set, device)
     rows = []
     for name in names:
         pruned = replace_with_1x1(copy.deepcopy(model), [name])
         rows.append({'name': name, 'centre_share': shares[name],
-                     'psnr_y_drop': base - mean_psnr_y(pruned)})
+                     'psnr_y_drop': base - mean_psnr_y(pruned, eval_set, device)})
     rows.sort(key=lambda r: (r['psnr_y_drop'], r['name']))
     return rows
 
