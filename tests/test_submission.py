@@ -42,3 +42,16 @@ def test_every_shipped_checkpoint_loads_with_ntire_pattern(repo_root, model_id):
     with torch.no_grad():
         assert torch.equal(model.eval()(x), built(x))
     assert not any(k.endswith('.conv.weight') for k in model.state_dict())   # CLB branches collapsed
+
+
+def test_committed_branch_checkpoint_merges_exactly(repo_root):
+    """model_zoo/branch/BranchRFDN_x4.pth (the trained stage-3 branch model of the README) is a
+    strict BranchRFDN, and its merge into one wide model is exact on its real weights."""
+    from models import BranchRFDN
+    from utils.reparam import branch_to_parallel
+    branch = load_model(os.path.join(repo_root, 'model_zoo', 'branch', 'BranchRFDN_x4.pth'))
+    assert isinstance(branch, BranchRFDN)
+    parallel = branch_to_parallel(branch, cat_as_conv=True, split_as_conv=True).eval()
+    x = torch.rand(1, 3, 20, 18) * 255
+    with torch.no_grad():
+        assert (branch(x) - parallel(x)).abs().max() < 1e-3
