@@ -1,5 +1,6 @@
 """train.py: resume after SIGKILL, torchrun (gloo) == one process, distillation, bad input."""
 import csv
+import math
 import os
 import signal
 import subprocess
@@ -88,6 +89,28 @@ def test_resume_after_sigkill_matches_uninterrupted(repo_root, tiny):
     # the resumed model is a plain state_dict that the builder rebuilds
     assert isinstance(load_model(str(tmp / 'cut' / 'model_best.pth')), RFDN)
 
+
+def test_resume_with_raised_iters_stretches_the_schedule(repo_root, tiny):
+    """A finished cosine run resumed with a larger --iters trains on to the new total, its LR
+    following the cosine of the new length (the README's way of continuing a run)."""
+    from utils.training import TrainConfig
+    tmp, data, val, ckpt = tiny
+    common = ['--scheduler', 'cosine', '--save_every', '4', '--val_every', '0']
+    first = run(train_cmd(repo_root, tmp / 'r', data, val, ckpt, '--iters', '4', *common), repo_root)
+    assert first.returncode == 0, first.stderr
+    more = run(train_cmd(repo_root, tmp / 'r', data, val, ckpt, '--iters', '8', *common, '--resume'),
+               repo_root)
+    assert more.returncode == 0, more.stderr
+    assert torch.load(tmp / 'r' / 'state.pth', weights_only=True)['step'] == 8
+    with open(tmp / 'r' / 'log.csv') as f:
+        lr = {int(r['step']): float(r['lr']) for r in csv.DictReader(f)}
+    floor = TrainConfig(out_dir='', data_dirs=[]).min_lr
+
+    def cosine(step, total):
+        return floor + (1e-3 - floor) * 0.5 * (1 + math.cos(math.pi * step / total))
+    assert lr[4] == pytest.approx(floor)    # the 4-step schedule had ended ...
+    assert lr[5] == pytest.approx(cosine(5, 8), rel=1e-6)   # ... the 8-step one goes on
+    assert lr[8] == pytest.approx(floor)
 
 def test_torchrun_two_processes_matches_one(repo_root, tiny):
     tmp, data, val, ckpt = tiny
