@@ -112,6 +112,7 @@ def test_resume_with_raised_iters_stretches_the_schedule(repo_root, tiny):
     assert lr[5] == pytest.approx(cosine(5, 8), rel=1e-6)   # ... the 8-step one goes on
     assert lr[8] == pytest.approx(floor)
 
+
 def test_torchrun_two_processes_matches_one(repo_root, tiny):
     tmp, data, val, ckpt = tiny
     common = ['--iters', '6', '--save_every', '6', '--val_every', '0']
