@@ -11,6 +11,7 @@ from utils.checkpoint import save_state_dict
 from utils.errors import UserError
 from utils.pruning import (channel_groups, example_input, prepare_for_pruning, prune_step,
                            prune_to_budget, schedule_ratios, size_of, zero_group_channels)
+from utils.prune_loop import iterative_prune
 from utils.reparam import branch_to_parallel
 
 
@@ -83,6 +84,20 @@ def test_budget_lands_within_two_percent(metric, fraction):
     pruned, value = prune_to_budget(model, metric, target, 'l1')
     assert abs(value - target) <= 0.02 * target, (value, target)
     assert size_of(pruned, metric) == value
+
+
+def test_budget_schedule_is_geometric_and_lands_on_the_target(tmp_path):
+    # prune.py --target_flops: step k aims at start * (target / start) ** (k / steps)
+    model = small_models()['ParallelRFDN-catconv'].eval()
+    start = size_of(prepare_for_pruning(model), 'flops')
+    target = 0.3 * start
+    _, rows = iterative_prune(model, out_dir=str(tmp_path), steps=3, budget=('flops', target),
+                              importance='l1', progress=lambda *a: None)
+    assert [r['step'] for r in rows] == [0, 1, 2, 3]
+    for r in rows[1:]:
+        goal = start * (target / start) ** (r['step'] / 3)
+        assert abs(r['flops_G'] * 1e9 - goal) <= 0.02 * goal, (r['step'], r['flops_G'], goal / 1e9)
+    assert (tmp_path / 'step_03.pth').exists()
 
 
 def test_schedule_is_the_seeds():
