@@ -58,6 +58,9 @@ def parse_args(argv=None):
                    help='also evaluate an ONNX export (onnxruntime, CPU); its params/FLOPs are '
                    "counted on SOURCE_CKPT, the checkpoint it was exported from")
     p.add_argument('--no_save', action='store_true', help='do not save SR images')
+    p.add_argument('--runtime_rounds', type=int, default=0,
+                   help='time the 256² runtime of all models in turns, this many rounds of 3 calls '
+                   'each, after the evaluation (0: each model on its own, 5 calls)')
     p.add_argument('--sample_max_side', type=int, default=256,
                    help='centre-crop the built-in sample photographs to this HR size')
     return p.parse_args(argv)
@@ -133,6 +136,25 @@ def onnx_runtime_256(model) -> float:
     return statistics.median(times)
 
 
+def runtime_in_turns(models: list, results: dict, rounds: int, device) -> None:
+    """Replace each network's `runtime_256` by its median over `rounds` rounds in which every
+    network is timed in turn (3 calls each, 1×3×256×256 LR): on a CPU whose speed drifts,
+    models timed one after another are compared across different phases of the machine,
+    which can move a runtime ratio by 20% or more. Bicubic keeps its own timing."""
+    from utils.model_summary import interleaved_runtime
+    nets = {label: m for label, m in models if label != 'bicubic'}
+    inputs = {}
+    for label, m in nets.items():
+        p = next(iter(m.parameters()), None) if isinstance(m, torch.nn.Module) else None
+        dtype = p.dtype if p is not None else torch.float32
+        on = device if isinstance(m, torch.nn.Module) else torch.device('cpu')
+        inputs[label] = torch.rand(1, 3, 256, 256, device=on, dtype=dtype) * m.input_range
+    print(f'timing {len(nets)} models in turns at 256² ({rounds} rounds × 3 calls)')
+    for label, t in interleaved_runtime(nets, inputs, rounds=rounds, repeats=3).items():
+        results[label]['runtime_256'] = t['median_ms']
+        results[label]['runtime_256_times'] = t['times_ms']
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = torch.device(args.device)
@@ -142,6 +164,8 @@ def main(argv=None) -> int:
         raise UserError('--fp16 needs --device cuda')
     if args.tile is not None and args.tile < 16:
         raise UserError('--tile must be at least 16 LR pixels')
+    if args.runtime_rounds < 0:
+        raise UserError('--runtime_rounds must be 0 or more')
 
     # Everything that can fail on bad input is checked before the first model runs.
     sets = select_sets(args)
@@ -193,6 +217,9 @@ def main(argv=None) -> int:
             if i == 0 and s.name != 'valid':
                 record.update(set_record('valid', res))  # NTIRE key names for the first set
         results[label] = record
+
+    if args.runtime_rounds:
+        runtime_in_turns(models, results, args.runtime_rounds, device)
 
     names = [s.name for s in sets]
     base = os.path.splitext(args.results)[0]

@@ -94,6 +94,27 @@ def _assert_one_line_error(r, *needles):
         assert n in lines[0], (n, lines[0])
 
 
+def test_runtime_in_turns(repo_root, tiny_data):
+    # --runtime_rounds N: every network timed N rounds × 3 calls, in turns, after the evaluation
+    tmp, hr_dir, ckpt = tiny_data
+    imdn = tmp / 'tiny_imdn.pth'
+    save_state_dict(IMDN(nc=8, nb=2, upscale=4).state_dict(), str(imdn))     # a 0–1 model
+    out = tmp / 'turns.json'
+    r = run_demo(repo_root, '--checkpoint', str(ckpt), str(imdn), '--hr_dir', str(hr_dir),
+                 '--runtime_rounds', '2', '--no_save', '--results', str(out), '--device', 'cpu')
+    assert r.returncode == 0, r.stderr
+    assert 'timing 2 models in turns at 256² (2 rounds × 3 calls)' in r.stdout
+    res = json.loads(out.read_text())
+    for label in ('tiny_rfdn', 'tiny_imdn'):
+        times = res[label]['runtime_256_times']
+        assert len(times) == 6 and res[label]['runtime_256'] == pytest.approx(np.median(times))
+    assert 'runtime_256_times' not in res['bicubic'] and res['bicubic']['runtime_256'] > 0
+    _assert_one_line_error(run_demo(repo_root, '--checkpoint', str(ckpt), '--hr_dir', str(hr_dir),
+                                    '--runtime_rounds', '-1', '--results', str(tmp / 'x.json')),
+                           'must be 0 or more')
+    assert not (tmp / 'x.json').exists()
+
+
 def test_bad_input_one_line_errors_nothing_written(repo_root, tiny_data):
     tmp, hr_dir, ckpt = tiny_data
     res = tmp / 'bad' / 'r.json'

@@ -213,17 +213,19 @@ def measure_runtime(model: nn.Module, x: torch.Tensor, warmup: int = 2, repeats:
             'min_ms': min(times), 'times_ms': times}
 
 
-def interleaved_runtime(models: dict, x: torch.Tensor, rounds: int = 10, repeats: int = 3,
+def interleaved_runtime(models: dict, x, rounds: int = 10, repeats: int = 3,
                         fp16: bool = False) -> dict:
     """{label: measure_runtime-style dict over rounds × repeats calls}, timed in turns.
 
     Each round times every model `repeats` times (after one warm-up call each round), so
-    slow and fast phases of the machine are shared out evenly.
+    slow and fast phases of the machine are shared out evenly. `x` is one input tensor for
+    all, or a dict {label: tensor} (models with different input ranges or dtypes).
     """
     times = {label: [] for label in models}
     for _ in range(rounds):
         for label, model in models.items():
-            times[label] += measure_runtime(model, x, warmup=1, repeats=repeats, fp16=fp16)['times_ms']
+            inp = x[label] if isinstance(x, dict) else x
+            times[label] += measure_runtime(model, inp, warmup=1, repeats=repeats, fp16=fp16)['times_ms']
     return {label: {'median_ms': statistics.median(t), 'mean_ms': statistics.fmean(t),
                     'min_ms': min(t), 'times_ms': t} for label, t in times.items()}
 
