@@ -161,7 +161,8 @@ def main(argv=None) -> int:
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise UserError('--device cuda asked for, but no CUDA device is available')
     if args.fp16 and device.type != 'cuda':
-        raise UserError('--fp16 needs --device cuda')
+        raise UserError('--fp16 needs --device cuda (a CPU runs half-precision convolutions '
+                        'through a slow fallback; tests/test_inference.py checks the fp16 path on CPU)')
     if args.tile is not None and args.tile < 16:
         raise UserError('--tile must be at least 16 LR pixels')
     if args.runtime_rounds < 0:

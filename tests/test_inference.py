@@ -72,3 +72,33 @@ def test_tiling_bounds_memory(shared_dir):
           f'max |Δ| {np.abs(a.astype(int) - b.astype(int)).max()} grey levels')
     assert a.shape == b.shape == (3072, 3072, 3)
     assert tiled.peak_mb < 0.5 * full.peak_mb
+
+
+def test_fp16_path_matches_fp32(repo_root, shared_dir, tmp_path):
+    """The `--fp16` path (half model, half input, float output; counting and timing a half
+    model) on the shipped PRFDN. Run on the CPU, whose half-precision convolution is correct
+    but slow, on small Set5 crops (96² HR) and a 32² counting input; on CUDA the same code runs,
+    timed with CUDA events."""
+    import cv2
+    from utils.model_summary import measure_runtime, summarize
+    hr_dir = tmp_path / 'crops' / 'HR'
+    hr_dir.mkdir(parents=True)
+    for name in ('butterfly', 'head'):
+        hr = cv2.imread(f'{shared_dir}/benchmark/Set5/HR/{name}.png')
+        h, w = hr.shape[:2]
+        cv2.imwrite(str(hr_dir / f'{name}.png'), hr[h // 2 - 48:h // 2 + 48, w // 2 - 48:w // 2 + 48])
+    crops = folder_set(str(hr_dir), None, 4)
+    model = load_model(f'{repo_root}/model_zoo/team01_PRFDN.pth')
+    with torch.no_grad():
+        full = evaluate(model, crops, progress=False, warmup=False)
+        counts = summarize(model, (3, 32, 32), with_thop=False)
+        half = model.half()
+        assert next(half.parameters()).dtype == torch.float16
+        low = evaluate(half, crops, fp16=True, progress=False, warmup=False)
+        half_counts = summarize(half, (3, 32, 32), with_thop=False)
+        timing = measure_runtime(half, torch.rand(1, 3, 16, 16, dtype=torch.float16) * 255, 1, 2)
+    diffs = np.abs(np.array(low['psnr_y']) - np.array(full['psnr_y']))
+    print(f'PRFDN fp32 vs fp16 PSNR-Y on 96² Set5 crops: {full["psnr_y"]} vs {low["psnr_y"]}')
+    assert min(full['psnr_y']) > 20 and diffs.max() <= 0.05
+    assert half_counts == counts
+    assert timing['median_ms'] > 0

@@ -147,6 +147,8 @@ def test_bad_input_one_line_errors_nothing_written(repo_root, tiny_data):
                                     '--hr_dir', str(hr_dir), *common), 'checkpoint not found')
     _assert_one_line_error(run_demo(repo_root, '--model_id', '99', '--hr_dir', str(hr_dir), *common),
                            'unknown --model_id')
+    _assert_one_line_error(run_demo(repo_root, '--checkpoint', str(ckpt), '--hr_dir', str(hr_dir),
+                                    '--fp16', '--device', 'cpu', *common), '--fp16 needs --device cuda')
     assert not res.exists() and not (tmp / 'bad_sr').exists()
 
 
