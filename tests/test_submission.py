@@ -45,7 +45,7 @@ def test_every_shipped_checkpoint_loads_with_ntire_pattern(repo_root, model_id):
 
 
 def test_committed_branch_checkpoint_merges_exactly(repo_root):
-    """model_zoo/branch/BranchRFDN_x4.pth (the trained branch model of the README, stage 6) is a
+    """model_zoo/branch/BranchRFDN_x4.pth (the trained branch model of the README, stage 7) is a
     strict BranchRFDN, and its merge into one wide model is exact on its real weights."""
     from models import BranchRFDN
     from utils.reparam import branch_to_parallel
