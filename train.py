@@ -35,6 +35,9 @@ def parse_args(argv=None):
     p.add_argument('--init_from', '--init_from_rfdn', dest='init_from', default=None,
                    help='start from a model of another family: BranchRFDN from an RFDN checkpoint '
                    '(SRFDBs start fresh), CLBIMDN from an IMDN one (1×1 branches start at zero)')
+    p.add_argument('--srfdb_init', default=None, choices=['fresh', 'first_block'],
+                   help='with --init_from for BranchRFDN: SRFDBs start fresh (default) or cut '
+                   'from RFDN\'s first block')
     p.add_argument('--teacher', default=None, help='frozen teacher checkpoint for --distill')
     p.add_argument('--distill', default='none', choices=['none', 'features', 'output'])
     p.add_argument('--distill_weight', type=float, default=1.0)
@@ -83,7 +86,8 @@ def build_student(args):
     if args.init_from:
         if args.pretrained:
             raise UserError('give --pretrained or --init_from, not both')
-        return convert_from(args.model, args.init_from)
+        options = {'srfdb_init': args.srfdb_init} if args.srfdb_init else {}
+        return convert_from(args.model, args.init_from, **options)
     if args.pretrained:
         return load_model(args.pretrained, args.model)
     return build_model(args.model, upscale=args.scale)

@@ -79,7 +79,7 @@ def load_model(path: str, name: str | None = None, device: str | torch.device = 
     return model.to(device).eval()
 
 
-def convert_from(target: str, path: str, device: str | torch.device = 'cpu') -> SRModel:
+def convert_from(target: str, path: str, device: str | torch.device = 'cpu', **options) -> SRModel:
     """Build a `target` model (see CONVERSIONS) from the pre-trained checkpoint at `path`.
 
     Raises UserError when `target` has no conversion or the checkpoint is not of its
@@ -88,4 +88,4 @@ def convert_from(target: str, path: str, device: str | torch.device = 'cpu') -> 
     if target not in CONVERSIONS:
         raise UserError(f'--init_from converts into {", ".join(sorted(CONVERSIONS))}, not {target}')
     source, convert = CONVERSIONS[target]
-    return convert(load_model(path, source)).to(device)
+    return convert(load_model(path, source), **options).to(device)
