@@ -1,6 +1,6 @@
 """Prune a model of this repository (Torch-Pruning), fine-tuning between steps.
 
-PRFDN (the seed's schedule: 90% of the channels in 16 steps):
+PRFDN (the paper's schedule: 90% of the channels in 16 steps):
     python prune.py --input parallel.pth --out_dir experiments/prune --steps 16 --ratio 0.9 \
         --finetune_iters 100 --distill
 To a budget instead (absolute, or a fraction of the current size when <= 1):
@@ -15,7 +15,8 @@ FMP-style joint channel + weight pruning to 60% of the (sparse) Params (utils/fm
         --fmp_criterion total
 CLB block pruning (IMDN 8 -> 7 blocks; --sensitivity ranks the blocks first):
     python prune.py --mode block --input ../shared/pretrained/imdn_baseline.pth --sensitivity
-    python prune.py --mode block --input ../shared/pretrained/imdn_baseline.pth --drop_blocks 4 --out_dir exp/b7
+    python prune.py --mode block --input ../shared/pretrained/imdn_baseline.pth --drop_blocks 4 \
+        --out_dir exp/b7
 Every completed step is kept as OUT_DIR/step_XX.pth with a CSV/JSON log and a PSNR-vs-FLOPs
 plot; the final model is written to --output (a plain state_dict; fold helper convs with
 `reparam.py --mode fold`).
@@ -29,11 +30,11 @@ import os
 
 import torch
 
-from models import load_model
-from utils.checkpoint import save_state_dict
-from utils.data import PairCache, find_training_pairs
+from utils.checkpoint import check_output_dir, check_output_file, load_recognised_model, save_state_dict
+from utils.config import parse_with_config, write_resolved_config
+from utils.data import TrainingSet, find_training_pairs
 from utils.datasets import folder_set
-from utils.errors import UserError, run_cli
+from utils.errors import UserError, check_option, run_cli
 from utils.prune_loop import iterative_prune, make_finetune
 from utils.pruning import IMPORTANCE_NAMES, make_importance, size_of
 from utils.training import TrainConfig, Trainer
@@ -86,7 +87,7 @@ def parse_args(argv=None):
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--resume', action='store_true', help='continue after the last completed step')
-    return p.parse_args(argv)
+    return parse_with_config(p, argv)
 
 
 def budget_of(args, model):
@@ -103,10 +104,40 @@ def budget_of(args, model):
     return None
 
 
+def check_args(args) -> None:
+    """Every option range and output location, before anything is loaded or written:
+    UserError naming the flag."""
+    for flag in ('steps', 'batch_size', 'patch_size', 'round_to', 'kernel_prune'):
+        check_option(f'--{flag}', getattr(args, flag), at_least=1)
+    for flag in ('finetune_iters', 'workers'):
+        check_option(f'--{flag}', getattr(args, flag), at_least=0)
+    check_option('--lr', args.lr, above=0, below=1)
+    check_option('--ratio', args.ratio, above=0, below=1)
+    check_option('--fmp_target', args.fmp_target, above=0, below=1)
+    for metric in ('params', 'flops', 'latency_ms'):
+        check_option(f'--target_{metric}', getattr(args, f'target_{metric}'), above=0)
+    if args.sensitivity:  # prints a table, writes nothing
+        return
+    if not args.out_dir:
+        raise UserError('--out_dir is required (unless --sensitivity)')
+    check_output_dir(args.out_dir, '--out_dir')
+    output = args.output or os.path.join(args.out_dir, 'pruned.pth')
+    check_output_file(output, '--output', inputs=[args.input, args.teacher])
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    code = run(args)
+    if code == 0 and args.out_dir and not args.sensitivity:
+        # every option of the finished run, as a recipe that --config reads back
+        write_resolved_config(args, os.path.join(args.out_dir, 'config.yaml'))
+    return code
+
+
+def run(args) -> int:
+    check_args(args)
     make_importance(args.importance)
-    model = load_model(args.input, device=args.device)
+    model = load_recognised_model(args.input, device=args.device, what='--input')
     if args.sensitivity:
         if args.mode == 'kernel':
             return print_sensitivity(model, args)
@@ -125,7 +156,7 @@ def main(argv=None) -> int:
         args.ratio = 0.9
     if args.ratio is not None and not 0 < args.ratio < 1:
         raise UserError(f'--ratio must be in (0, 1), got {args.ratio}')
-    val_set = folder_set(args.val_hr_dir, None, model.scale) if args.val_hr_dir not in (None, 'none') else None
+    val_set = validation_set_of(args, model)
     finetune, cache = make_finetuner(model, args, val_set)
 
     def grad_batch(step=0):
@@ -140,6 +171,11 @@ def main(argv=None) -> int:
         resume=args.resume, measure_before=not args.no_before)
     output = args.output or os.path.join(args.out_dir, 'pruned.pth')
     return write_result(model, rows, output)
+
+
+def validation_set_of(args, model):
+    """The --val_hr_dir set (LR by MATLAB bicubic), or None for --val_hr_dir none."""
+    return folder_set(args.val_hr_dir, None, model.scale) if args.val_hr_dir not in (None, 'none') else None
 
 
 def write_result(model, rows: list, output: str) -> int:
@@ -187,10 +223,10 @@ def make_finetuner(model, args, val_set):
         return None, None
     data_dirs = args.data_dir or sorted(d for d in glob.glob(os.path.join(SHARED, 'train', '*'))
                                         if os.path.isdir(d))
-    cache = PairCache(find_training_pairs(data_dirs, model.scale), model.scale, args.patch_size)
+    cache = TrainingSet(find_training_pairs(data_dirs, model.scale), model.scale, args.patch_size)
     if args.finetune_iters <= 0:
         return None, cache
-    teacher = (load_model(args.teacher, device=args.device) if args.teacher else
+    teacher = (load_recognised_model(args.teacher, device=args.device, what='--teacher') if args.teacher else
                copy.deepcopy(model).eval()) if args.distill else None
 
     def factory(m, scratch):
@@ -200,14 +236,14 @@ def make_finetuner(model, args, val_set):
                           distill='output' if args.distill else 'none', val_every=0,
                           save_every=10 ** 9, workers=args.workers, seed=args.seed,
                           device=args.device, log_every=10)
-        return Trainer(m, cfg, teacher, cache=cache, val_set=val_set)
+        return Trainer(m, cfg, teacher, train_set=cache, val_set=val_set)
     return make_finetune(factory, args.out_dir), cache
 
 
 def other_modes(model, args) -> int:
     """kernel / bias / block pruning, each followed by fine-tuning."""
-    from utils.prune_loop import measure_row, progressive_kernel_prune, _write_logs
-    val_set = folder_set(args.val_hr_dir, None, model.scale) if args.val_hr_dir not in (None, 'none') else None
+    from utils.prune_loop import _write_logs, measure_row, progressive_kernel_prune
+    val_set = validation_set_of(args, model)
     output = args.output or os.path.join(args.out_dir, 'pruned.pth')
     if args.mode == 'block':
         from utils.block_pruning import drop_blocks

@@ -19,11 +19,17 @@ import os
 import numpy as np
 import torch
 
-from models import load_model
-from utils.checkpoint import save_state_dict
-from utils.errors import UserError, run_cli
-from utils.model_summary import count_params, fvcore_flops, longest_conv_path, measure_runtime, \
-    ntire_activations, ntire_flops
+from utils.checkpoint import check_output_file, load_recognised_model, save_state_dict
+from utils.config import parse_with_config
+from utils.errors import UserError, check_option, run_cli
+from utils.model_summary import (
+    count_params,
+    fvcore_flops,
+    longest_conv_path,
+    measure_runtime,
+    ntire_activations,
+    ntire_flops,
+)
 
 SHARED = os.environ.get('ESR_SHARED', os.path.join('..', 'shared'))
 
@@ -33,7 +39,8 @@ def parse_args(argv=None):
     p.add_argument('--input', required=True)
     p.add_argument('--output', required=True)
     p.add_argument('--mode', default='merge', choices=['merge', 'collapse', 'fold'])
-    p.add_argument('--grouped', action='store_true', help='merge: groups=n convs instead of dense zero blocks')
+    p.add_argument('--grouped', action='store_true',
+                   help='merge: groups=n convs instead of dense zero blocks')
     p.add_argument('--cat-as-conv', dest='cat_as_conv', action='store_true',
                    help='merge: re-order the concatenation before c5 with a 1×1 permutation conv')
     p.add_argument('--split-as-conv', dest='split_as_conv', action='store_true',
@@ -47,7 +54,7 @@ def parse_args(argv=None):
     p.add_argument('--no_runtime', action='store_true', help='skip the runtime column')
     p.add_argument('--also', nargs='+', default=[], metavar='CKPT',
                    help='more checkpoints to describe in the same table (measured in this run)')
-    return p.parse_args(argv)
+    return parse_with_config(p, argv)
 
 
 def transform(model, args):
@@ -118,11 +125,15 @@ def print_table(rows: list) -> None:
             print('-+-'.join('-' * w for w in widths))
 
 
+@torch.no_grad()  # no gradients needed; leaves the caller's grad mode as it was
 def main(argv=None) -> int:
     args = parse_args(argv)
-    torch.set_grad_enabled(False)
-    model = load_model(args.input)
-    extra = [load_model(c) for c in args.also]
+    check_option('--tolerance', args.tolerance, at_least=0)
+    check_option('--scale', args.scale, at_least=1)
+    # before any work: --output must be writable and must not replace a checkpoint this run reads
+    check_output_file(args.output, '--output', inputs=[args.input, *args.also])
+    model = load_recognised_model(args.input, what='--input')
+    extra = [load_recognised_model(c, what='--also') for c in args.also]
     if args.scale and model.scale != args.scale:
         raise UserError(f'{args.input} is a ×{model.scale} model, not ×{args.scale}')
     new = transform(model, args).eval()

@@ -21,8 +21,10 @@ import os
 import torch
 
 from models import MODEL_REGISTRY, build_model, convert_from, load_model
-from utils.data import find_training_pairs
-from utils.errors import UserError, run_cli
+from utils.checkpoint import check_output_dir
+from utils.config import parse_with_config, write_resolved_config
+from utils.data import find_training_pairs, parse_patch_schedule
+from utils.errors import UserError, check_option, run_cli
 from utils.training import TrainConfig, Trainer
 
 SHARED = os.environ.get('ESR_SHARED', os.path.join('..', 'shared'))
@@ -46,9 +48,17 @@ def parse_args(argv=None):
     p.add_argument('--trainable', nargs='+', default=None, help='only parameters matching these patterns train')
     p.add_argument('--freeze', nargs='+', default=None, help='parameters matching these patterns are frozen')
     p.add_argument('--data_dir', nargs='+', default=None,
-                   help='HR folders or DIV2K/LSDIR roots (default: ESR_SHARED/train/*)')
-    p.add_argument('--lr_dir', nargs='+', default=[], help='LR folders paired with --data_dir (optional)')
-    p.add_argument('--cache_dir', default=None, help='cache decoded HR/LR as .npy here (large sets)')
+                   help='training data, each one of: a folder of HR images (LR made by MATLAB bicubic), '
+                   'a DIV2K root (DIV2K_train_HR/, DIV2K_train_LR_bicubic/X4/), an LSDIR root '
+                   '(HR/train/, X4/train/), a prepared sub-image root (HR/, X4/; python -m '
+                   'utils.data.prepare), an LMDB folder (HR.lmdb: data.mdb + meta_info.txt, LR from '
+                   'the sibling X4.lmdb or --lr_dir) or a root holding HR.lmdb + X4.lmdb; see '
+                   'data/README.md (default: ESR_SHARED/train/*)')
+    p.add_argument('--lr_dir', nargs='+', default=[],
+                   help='LR folders or LMDBs paired with --data_dir (optional)')
+    p.add_argument('--decode_cache_mb', type=float, default=256,
+                   help='decoded images each data-loading process keeps (MB); images are decoded '
+                   'lazily in the --workers processes, never all at once, never written to disk')
     p.add_argument('--scale', type=int, default=4)
     p.add_argument('--batch_size', type=int, default=16, help='global batch (split over processes)')
     p.add_argument('--patch_size', type=int, default=64, help='LR patch size')
@@ -63,11 +73,15 @@ def parse_args(argv=None):
     p.add_argument('--grad_clip', type=float, default=0.0)
     p.add_argument('--ema', type=float, default=0.0, help='EMA decay of the weights (0: off)')
     p.add_argument('--amp', action='store_true', help='mixed precision (CUDA)')
-    p.add_argument('--workers', type=int, default=2)
+    p.add_argument('--workers', type=int, default=2,
+                   help='DataLoader processes decoding images (0: in the training process); '
+                   'batches are the same for any number')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--val_every', type=int, default=500)
     p.add_argument('--val_hr_dir', default=os.path.join(SHARED, 'benchmark', 'Set5', 'HR'),
-                   help="validation HR folder ('none' to skip)")
+                   help="validation HR folder (LR by MATLAB bicubic), or an NTIRE root or folder "
+                   "(DIV2K_LSDIR_valid_HR/ + DIV2K_LSDIR_valid_LR/, DIV2K_valid_HR/ + "
+                   "DIV2K_valid_LR_bicubic/X4/: LR files used) ('none' to skip)")
     p.add_argument('--save_every', type=int, default=100)
     p.add_argument('--log_every', type=int, default=10)
     p.add_argument('--out_dir', required=True)
@@ -79,7 +93,7 @@ def parse_args(argv=None):
     p.add_argument('--report_gap', action='store_true',
                    help='print how far the student\'s distillation features (BranchRFDN: the branch '
                    'inputs) are from the --teacher\'s on the validation LR images, then exit')
-    return p.parse_args(argv)
+    return parse_with_config(p, argv)
 
 
 def build_student(args):
@@ -93,10 +107,27 @@ def build_student(args):
     return build_model(args.model, upscale=args.scale)
 
 
+def check_args(args) -> None:
+    """Every option range and the output folder, before any work: UserError naming the flag."""
+    for flag in ('scale', 'batch_size', 'patch_size', 'save_every', 'log_every', 'iters'):
+        check_option(f'--{flag}', getattr(args, flag), at_least=1)
+    for flag in ('workers', 'val_every', 'grad_clip', 'pixel_weight', 'distill_weight'):
+        check_option(f'--{flag}', getattr(args, flag), at_least=0)
+    check_option('--epochs', args.epochs, above=0)
+    check_option('--lr', args.lr, above=0, below=1)
+    check_option('--gamma', args.gamma, above=0)
+    check_option('--ema', args.ema, at_least=0, below=1)
+    for milestone in args.milestones:
+        check_option('--milestones', milestone, at_least=1)
+    if not args.report_gap:  # the only mode that writes nothing
+        check_output_dir(args.out_dir, '--out_dir')
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.device.startswith('cuda') and not torch.cuda.is_available():
         raise UserError('--device cuda asked for, but no CUDA device is available')
+    check_args(args)
     data_dirs = args.data_dir or sorted(d for d in glob.glob(os.path.join(SHARED, 'train', '*'))
                                         if os.path.isdir(d))
     if not data_dirs:
@@ -105,35 +136,41 @@ def main(argv=None) -> int:
     if args.epochs is not None:
         n = len(find_training_pairs(data_dirs, args.scale, args.lr_dir))
         iters = max(1, int(math.ceil(args.epochs * math.ceil(n / args.batch_size))))
-    if iters is None and not args.patch_schedule:
-        iters = 1000
+    if iters is None:  # with a --patch_schedule its stages set the total, 1 is a placeholder
+        iters = 1 if args.patch_schedule else 1000
     student = build_student(args)
     if student.scale != args.scale:
         raise UserError(f'the model is ×{student.scale} but --scale is {args.scale}')
+    stages = parse_patch_schedule(args.patch_schedule, args.patch_size, iters)
+    smallest_patch = min(stage[0] for stage in stages)
+    if smallest_patch < student.min_input_size:  # ESA's pooling needs this many LR pixels
+        raise UserError(f'LR patches of {smallest_patch} pixels are too small for {type(student).__name__}: '
+                        f'give --patch_size (and --patch_schedule sizes) of at least '
+                        f'{student.min_input_size}')
     teacher = load_model(args.teacher) if args.teacher else None
     if args.report_gap:
         return report_gap(student, teacher, args)
     cfg = TrainConfig(
         out_dir=args.out_dir, data_dirs=data_dirs, lr_dirs=args.lr_dir, scale=args.scale,
         batch_size=args.batch_size, patch_size=args.patch_size, patch_schedule=args.patch_schedule,
-        iters=iters or 1, lr=args.lr, scheduler=args.scheduler, milestones=tuple(args.milestones),
+        iters=iters, lr=args.lr, scheduler=args.scheduler, milestones=tuple(args.milestones),
         gamma=args.gamma, loss=args.loss, pixel_weight=args.pixel_weight, distill=args.distill,
         distill_weight=args.distill_weight, grad_clip=args.grad_clip, ema=args.ema, amp=args.amp,
         workers=args.workers, seed=args.seed, val_every=args.val_every,
         val_hr_dir=None if args.val_hr_dir in (None, 'none') else args.val_hr_dir,
         save_every=args.save_every, log_every=args.log_every, plot=args.plot,
-        cache_dir=args.cache_dir, device=args.device, progress=not args.no_progress,
+        decode_cache_mb=args.decode_cache_mb, device=args.device, progress=not args.no_progress,
         profile=args.profile)
     trainer = Trainer(student, cfg, teacher, args.trainable, args.freeze)
     if args.resume:
         trainer.resume()
     elif os.path.isfile(trainer.state_path):
         raise UserError(f'{trainer.state_path} exists: pass --resume to continue it, or another --out_dir')
-    if trainer.is_main:
-        with open(os.path.join(args.out_dir, 'args.json'), 'w') as f:
-            json.dump({**vars(args), 'data_dir': data_dirs, 'iters': cfg.iters}, f, indent=2)
+    if trainer.is_main:  # written once everything is checked and the run starts
+        write_resolved_config(args, os.path.join(args.out_dir, 'config.yaml'),
+                              {'data_dir': data_dirs, 'iters': cfg.iters, 'epochs': None})
         print(f'{type(student).__name__}: {len(trainer.trainable_names)} trainable tensors, '
-              f'{len(trainer.cache)} training images, {cfg.iters} steps of batch {cfg.batch_size} '
+              f'{len(trainer.train_set)} training images, {cfg.iters} steps of batch {cfg.batch_size} '
               f'on {trainer.device}' + (f' × {trainer.world} processes' if trainer.world > 1 else ''))
     summary = trainer.fit()
     if trainer.is_main:

@@ -14,18 +14,23 @@ import torch
 from utils.checkpoint import describe_mismatch, load_strict, read_state_dict
 from utils.errors import UserError
 
-from .registry import MODEL_REGISTRY, SRModel, build_model, get_model_class, recognise, register_model
-from . import rfdn, rlfn, imdn, prfdn  # noqa: F401  (registers the families)
-from . import clb_imdn  # noqa: F401
-from .rfdn import RFDN
-from .rlfn import RLFN, RLFN_NTIRE2022
+from . import (  # noqa: F401  (registers the families)
+    clb_imdn,  # noqa: F401
+    imdn,
+    prfdn,
+    rfdn,
+    rlfn,
+)
+from .clb_imdn import CLBIMDN
 from .imdn import IMDN
 from .prfdn import BranchRFDN, ParallelRFDN
-from .clb_imdn import CLBIMDN
+from .registry import MODEL_REGISTRY, SRModel, build_model, get_model_class, recognise, register_model
+from .rfdn import RFDN
+from .rlfn import RLFN, RLFN_NTIRE2022
 
 __all__ = ['MODEL_REGISTRY', 'SRModel', 'build_model', 'get_model_class', 'recognise',
            'register_model', 'model_from_state_dict', 'load_model', 'RFDN', 'RLFN',
-           'RLFN_NTIRE2022', 'IMDN', 'BranchRFDN', 'CLBIMDN', 'CONVERSIONS', 'convert_from']
+           'RLFN_NTIRE2022', 'IMDN', 'BranchRFDN', 'ParallelRFDN', 'CLBIMDN', 'CONVERSIONS', 'convert_from']
 
 # training-time architectures that start from a pre-trained model of another family:
 # target class name -> (source class name, classmethod building the target from the source)

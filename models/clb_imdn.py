@@ -1,4 +1,4 @@
-"""CLB-IMDN: IMDN with Collapsible Linear Blocks (seed 001, Wang et al., NTIRE 2022).
+"""CLB-IMDN: IMDN with Collapsible Linear Blocks (Wang et al., CVPRW 2022).
 
 During training every 3×3 convolution inside an IMDB is a `CollapsibleConv`: a k×k conv
 and a parallel 1×1 conv (optionally also an identity branch) whose outputs are summed

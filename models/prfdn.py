@@ -1,4 +1,4 @@
-"""PRFDN family: the branch model built from a pre-trained RFDN (seed 000, Branching).
+"""PRFDN family: the branch model built from a pre-trained RFDN (Yin et al., NTIRE 2023: branching).
 
 `BranchRFDN` turns RFDN's four sequential RFDBs into four independent branches:
 
@@ -129,7 +129,7 @@ class BranchRFDN(SRModel):
 
 
 # ----------------------------------------------------------------------------------------
-# The re-parametrized model: all branches as one wide model (seed 000, Eq. 1)
+# The re-parametrized model: all branches as one wide model (PRFDN, Eq. 1)
 # ----------------------------------------------------------------------------------------
 CAT_MODES = ('plain', 'conv', 'shuffle')
 
@@ -149,7 +149,7 @@ class WideRFDB(RFDB):
     branches, ...]) while each branch's c5 wants its own parts together; `cat_mode` says
     how that re-ordering is realized:
       'plain'   — c5's input columns are permuted (free; dense only),
-      'conv'    — a fixed 1×1 permutation conv `cat_conv` before c5 (the seed's way, visible
+      'conv'    — a fixed 1×1 permutation conv `cat_conv` before c5 (the PRFDN paper's way, visible
                   to an automatic pruner; removed again by `reparam.py --fold`),
       'shuffle' — a channel shuffle (free re-indexing; used with grouped convs).
     (N, C, H, W) -> (N, C, H, W).

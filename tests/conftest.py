@@ -45,3 +45,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True)
+def grad_mode_restored():
+    """Scripts run in-process (main(argv)) must not leak a global grad mode into later tests."""
+    import torch
+    yield
+    assert torch.is_grad_enabled(), 'a test left autograd switched off'
+    torch.set_grad_enabled(True)

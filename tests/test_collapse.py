@@ -1,4 +1,4 @@
-"""Collapsible linear blocks (seed 001): CollapsibleConv, CLBIMDN and collapse_model.
+"""Collapsible linear blocks (Wang et al., CVPRW 2022): CollapsibleConv, CLBIMDN and collapse_model.
 
 Fast CPU tests; the official IMDN checkpoint is read (never copied) from <shared>/pretrained.
 """

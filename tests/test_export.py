@@ -1,4 +1,5 @@
-"""ONNX export matches PyTorch; the widths literal rebuilds the same model."""
+"""ONNX export matches PyTorch; the widths literal rebuilds the same model; NTIRE entry files are
+standalone and exact for every architecture family they cover."""
 import os
 
 import numpy as np
@@ -6,8 +7,8 @@ import pytest
 import torch
 
 from models import RFDN, BranchRFDN
-from utils.export import conv_specs, export_onnx, onnx_max_difference, OnnxSR
 from utils.errors import UserError
+from utils.export import OnnxSR, conv_specs, export_onnx, onnx_max_difference
 from utils.reparam import branch_to_parallel
 
 
@@ -40,46 +41,147 @@ def test_ntire_score():
     assert abs(ntire_score(half, base)['total'] - np.exp(1)) < 1e-9
 
 
-def _import_entry(path):
+def _import_file(path):
+    """The module of the file `path`, imported alone (not as part of this repository's packages)."""
     import importlib.util
-    spec = importlib.util.spec_from_file_location(f'models.{os.path.splitext(os.path.basename(path))[0]}', path)
+    spec = importlib.util.spec_from_file_location(f'entry_{os.path.basename(path)[:-3]}', path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)   # 'models.' prefix: the entry's relative import resolves
+    spec.loader.exec_module(module)
     return module
 
 
-@pytest.mark.parametrize('family', ['IMDN', 'RLFN'])
-def test_entry_for_other_families_loads_with_ntire_pattern(family, tmp_path):
-    from models import IMDN, RLFN
+def _imported_roots(path) -> set:
+    """Top-level names of every module the file imports (relative imports as '.')."""
+    import ast
+    roots = set()
+    for node in ast.walk(ast.parse(open(path, encoding='utf-8').read())):
+        if isinstance(node, ast.Import):
+            roots |= {a.name.split('.')[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            roots.add('.' if node.level else node.module.split('.')[0])
+    return roots
+
+
+def _family_model(family):
+    """A small model of each architecture the entry templates cover, random weights."""
+    from models import CLBIMDN, IMDN, RLFN, RLFN_NTIRE2022
+    from utils.collapse import collapse_model
+    from utils.kernel_pruning import bias_prune, replace_with_1x1
+    if family == 'RFDN-pruned':        # irregular widths, as FMP-RFDN ships it
+        return RFDN(nf=8, num_modules=2, upscale=2,
+                    conv_overrides={'B1.c1_d': (8, 3, 1, True), 'B1.c5': (15, 8, 1, True)})
+    if family.startswith('ParallelRFDN'):
+        options = {'ParallelRFDN-plain': {},
+                   'ParallelRFDN-conv-split': dict(cat_as_conv=True, split_as_conv=True),
+                   'ParallelRFDN-grouped': dict(grouped=True),
+                   'ParallelRFDN-grouped-conv': dict(grouped=True, cat_as_conv=True)}[family]
+        return branch_to_parallel(BranchRFDN.from_rfdn(RFDN(nf=8, num_modules=3)), **options)
+    if family == 'RLFN-KP':            # kernel- and bias-pruned, as AdvancedSR ships it
+        model = RLFN(feature_channels=12, mid_channels=10, esa_channels=4, num_blocks=2, upscale=2)
+        replace_with_1x1(model, ['block_2.c2_r', 'conv_2', 'upsampler.0'])
+        bias_prune(model)
+        return model
+    if family == 'RLFN_NTIRE2022':
+        return RLFN_NTIRE2022(feature_channels=8, mid_channels=6, esa_channels=4, num_blocks=2)
+    if family == 'IMDN':
+        return IMDN(nc=12, nb=2, upscale=2)
+    # CLB-IMDN trained form with non-zero 1×1 branches, collapsed into a plain IMDN
+    model = CLBIMDN(nc=12, nb=2, upscale=3)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if '.conv1x1.' in name:
+                p.normal_(0, 0.1)
+    return collapse_model(model)
+
+
+ENTRY_FAMILIES = ['RFDN-pruned', 'ParallelRFDN-plain', 'ParallelRFDN-conv-split', 'ParallelRFDN-grouped',
+                  'ParallelRFDN-grouped-conv', 'RLFN-KP', 'RLFN_NTIRE2022', 'IMDN', 'CLBIMDN-collapsed']
+
+
+@pytest.mark.parametrize('family', ENTRY_FAMILIES)
+def test_entry_file_is_standalone_and_exact_for_every_family(family, tmp_path, one_thread):
+    """Checkpoint -> load_model -> entry file; the file imports only torch, its class builds with no
+    arguments, loads the checkpoint strictly and computes exactly the repository's model."""
+    from models import load_model
     from utils.checkpoint import save_state_dict
     from utils.export import write_entry
-    from utils.kernel_pruning import bias_prune, replace_with_1x1
     torch.manual_seed(0)
-    if family == 'IMDN':
-        model = IMDN(nc=12, nb=2, upscale=2).eval()
-    else:   # kernel- and bias-pruned, as AdvancedSR ships it
-        model = RLFN(feature_channels=12, mid_channels=10, esa_channels=4, num_blocks=2, upscale=2).eval()
-        replace_with_1x1(model, ['block_2.c2_r', 'conv_2'])
-        bias_prune(model)
-    ckpt = tmp_path / 'x.pth'
-    save_state_dict(model.state_dict(), str(ckpt))
-    entry = tmp_path / 'team99_SHIPPED.py'
-    write_entry(model, str(ckpt), str(entry))
-    shipped = _import_entry(str(entry)).SHIPPED()          # no arguments
-    shipped.load_state_dict(torch.load(ckpt, weights_only=True), strict=True)
-    x = torch.rand(1, 3, 24, 20) * model.input_range
+    ckpt = str(tmp_path / 'team99_SHIPPED.pth')
+    save_state_dict(_family_model(family).state_dict(), ckpt)
+    model = load_model(ckpt)
+    entry_path = str(tmp_path / 'team99_SHIPPED.py')
+    assert write_entry(model, ckpt, entry_path) == 0.0
+    assert _imported_roots(entry_path) <= {'torch'}
+    module = _import_file(entry_path)
+    entry = module.SHIPPED().eval()                 # no arguments
+    entry.load_state_dict(torch.load(ckpt, map_location='cpu', weights_only=True), strict=True)
+    x = torch.rand(1, 3, 21, 17) * model.input_range
     with torch.no_grad():
-        assert torch.equal(shipped.eval()(x), model(x))
-    with pytest.raises(UserError):
-        write_entry(model, str(ckpt), str(tmp_path / f'team99_{family}.py'))   # would shadow
+        assert torch.equal(entry(x), model(x))
+    assert (entry.input_range, entry.scale) == (model.input_range, model.scale)
+    assert "elif model_id == 99:" in module.__doc__ and 'SHIPPED()' in module.SHIPPED.__doc__
+
+
+def test_entry_refusals_write_nothing(tmp_path):
+    """Architectures without a template, file names organizers cannot use, a class name that
+    shadows a block of the file: one-line UserError, no file."""
+    from models import CLBIMDN, IMDN
+    from utils.export import write_entry
+    cases = [(CLBIMDN(nc=8, nb=1), 'team99_CLB.py', 'collapse it first'),      # uncollapsed keys
+             (BranchRFDN(nf=8, num_modules=2), 'team99_BR.py', 'no entry template for BranchRFDN'),
+             (IMDN(nc=8, nb=1), 'IMDN_entry.py', 'teamXX_NAME.py'),
+             (IMDN(nc=8, nb=1), 'team99_IMDB.py', 'IMDB is also a name'),
+             (RFDN(nf=8, num_modules=1), 'team99_conv.py', 'conv is also a name')]
+    for model, filename, message in cases:
+        with pytest.raises(UserError, match=message):
+            write_entry(model, 'x.pth', str(tmp_path / filename))
+    assert os.listdir(tmp_path) == []
+
+
+def test_check_entry_catches_a_wrong_rendering(tmp_path):
+    """The check that guards every written entry fails on a file that computes something else."""
+    from utils.export import check_entry, render_entry
+    torch.manual_seed(0)
+    model = RFDN(nf=8, num_modules=1).eval()
+    path = str(tmp_path / 'team99_X.py')
+    source = render_entry(model, 'x.pth', path)
+    assert check_entry(source, path, model) == 0.0
+    assert 'NEGATIVE_SLOPE = 0.05' in source
+    with pytest.raises(UserError, match='differs from the model'):
+        check_entry(source.replace('NEGATIVE_SLOPE = 0.05', 'NEGATIVE_SLOPE = 0.2'), path, model)
+    with pytest.raises(UserError, match='does not load the checkpoint strictly'):
+        check_entry(source.replace("'LR_conv': (8, 8, 3, True)", "'LR_conv': (8, 8, 3, False)"), path, model)
+
+
+def test_entry_cli(tmp_path, shared_dir, capsys):
+    """`python -m utils.export entry CKPT OUT.py --model_id N`: the branch names N; the check runs on
+    the real image; a bad output name fails before the checkpoint is read."""
+    from models import IMDN
+    from utils.checkpoint import save_state_dict
+    from utils.export import main
+    torch.manual_seed(0)
+    ckpt = str(tmp_path / 'team07_Tiny.pth')
+    save_state_dict(IMDN(nc=8, nb=1).state_dict(), ckpt)
+    out = str(tmp_path / 'team07_Tiny.py')
+    assert main(['entry', ckpt, out, '--model_id', '12']) == 0
+    assert 'max |entry - model| on butterflyx4.png: 0.00e+00' in capsys.readouterr().out
+    text = open(out, encoding='utf-8').read()
+    assert "    elif model_id == 12:\n        from models.team07_Tiny import Tiny\n" in text
+    assert 'name, data_range = f"{model_id:02}_Tiny", 1.0' in text
+    with pytest.raises(UserError, match='teamXX_NAME.py'):
+        main(['entry', str(tmp_path / 'missing.pth'), str(tmp_path / 'tiny.py')])
 
 
 def test_score_cli_scores_several_models(tmp_path, capsys):
     import json
+
     from utils.score import main
-    rec = lambda ms, g, p: {'runtime_256': ms, 'flops': g, 'num_parameters': p}
+
+    def rec(ms, g, p):
+        return {'runtime_256': ms, 'flops': g, 'num_parameters': p}
     path = tmp_path / 'r.json'
-    path.write_text(json.dumps({'base': rec(100, 20, 0.4), 'half': rec(50, 10, 0.2), 'same': rec(100, 20, 0.4)}))
+    path.write_text(json.dumps({'base': rec(100, 20, 0.4), 'half': rec(50, 10, 0.2),
+                                'same': rec(100, 20, 0.4)}))
     assert main([str(path), 'half', 'same', 'base']) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith('half vs base') and lines[1].startswith('same vs base')

@@ -11,10 +11,8 @@ import torch.nn as nn
 from models import RFDN, load_model
 from utils.checkpoint import save_state_dict
 from utils.errors import UserError
-from utils.fmp import (CRITERIA, apply_masks, fmp_prune, masks_from_zeros, sparse_size,
-                       table_line)
+from utils.fmp import CRITERIA, apply_masks, fmp_prune, masks_from_zeros, sparse_size, table_line
 from utils.model_summary import count_params, ntire_flops
-
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 

@@ -42,7 +42,7 @@ def test_small_input_padded_and_cropped():
 
 
 def test_tiled_psnr_matches_untiled_on_set14(shared_dir):
-    """Issue requirement: tiled and untiled PSNR agree within 0.01 dB on Set14 (RFDN ×4)."""
+    """Tiled and untiled PSNR agree within 0.01 dB on Set14 (RFDN ×4)."""
     model = load_model(f'{shared_dir}/pretrained/rfdn_baseline.pth')
     set14 = folder_set(f'{shared_dir}/benchmark/Set14/HR', None, 4)
     with torch.no_grad():
@@ -58,6 +58,7 @@ def test_tiled_psnr_matches_untiled_on_set14(shared_dir):
 def test_tiling_bounds_memory(shared_dir):
     """A 768×768 LR (3072² output) with RFDN: tiles of 192 keep the peak far below untiled."""
     import cv2
+
     from utils.inference import super_resolve
     from utils.model_summary import PeakMemory
     model = load_model(f'{shared_dir}/pretrained/rfdn_baseline.pth')
@@ -80,6 +81,7 @@ def test_fp16_path_matches_fp32(repo_root, shared_dir, tmp_path):
     but slow, on small Set5 crops (96² HR) and a 32² counting input; on CUDA the same code runs,
     timed with CUDA events."""
     import cv2
+
     from utils.model_summary import measure_runtime, summarize
     hr_dir = tmp_path / 'crops' / 'HR'
     hr_dir.mkdir(parents=True)

@@ -14,8 +14,13 @@ from utils.block_pruning import drop_blocks
 from utils.checkpoint import read_state_dict, save_state_dict
 from utils.datasets import folder_set
 from utils.image_io import imwrite_rgb
-from utils.kernel_pruning import (bias_prune, centre_tap_share, eligible_convs,
-                                  psnr_drop_table, replace_with_1x1)
+from utils.kernel_pruning import (
+    bias_prune,
+    centre_tap_share,
+    eligible_convs,
+    psnr_drop_table,
+    replace_with_1x1,
+)
 
 ADVANCEDSR_1X1 = ['block_4.c2_r', 'conv_2', 'upsampler.0']
 

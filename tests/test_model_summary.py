@@ -11,7 +11,7 @@ from utils import model_summary as ms
 
 # Published figures on one 3×256×256 input (params in M, FLOPs in G, activations in M).
 # 'flops' is the NTIRE 2022/2023 hook counter (every LeakyReLU call counts, conv bias does
-# not): RFDN gives 27.1026 G, the published 27.10. An issue quoted 27.04 for RFDN: that is
+# not): RFDN gives 27.1026 G, the published 27.10. 27.04 is sometimes quoted for RFDN: that is
 # what fvcore/thop give (27.046 / 27.034: no activations counted), hence 'flops_fvcore'.
 EXPECTED = {
     'rfdn_baseline.pth': dict(num_parameters=0.4334, flops=27.10, flops_fvcore=27.05,

@@ -9,11 +9,18 @@ import torch
 from models import IMDN, RFDN, RLFN, BranchRFDN, load_model, model_from_state_dict
 from utils.checkpoint import save_state_dict
 from utils.errors import UserError
-from utils.pruning import (channel_groups, example_input, prepare_for_pruning, prune_step,
-                           prune_to_budget, schedule_ratios, size_of, zero_group_channels)
 from utils.prune_loop import iterative_prune
+from utils.pruning import (
+    channel_groups,
+    example_input,
+    prepare_for_pruning,
+    prune_step,
+    prune_to_budget,
+    schedule_ratios,
+    size_of,
+    zero_group_channels,
+)
 from utils.reparam import branch_to_parallel
-
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 

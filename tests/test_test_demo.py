@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from models import RFDN, IMDN
+from models import IMDN, RFDN
 from utils.checkpoint import save_state_dict
 
 

@@ -14,7 +14,7 @@ import torch
 
 from models import RFDN, BranchRFDN, load_model
 from utils.checkpoint import save_state_dict
-from utils.data import PairCache, PatchBatches, find_training_pairs, parse_patch_schedule
+from utils.data import PatchBatches, TrainingSet, find_training_pairs, parse_patch_schedule
 from utils.errors import UserError
 
 
@@ -156,7 +156,7 @@ def test_patch_schedule_and_data(tmp_path):
         with pytest.raises(UserError):
             parse_patch_schedule(bad, 48, 10)
     data = _images(tmp_path / 'd', [(96, 96), (40, 40), (200, 160)])
-    cache = PairCache(find_training_pairs([str(data)], 4, None), 4, 16, progress=False)
+    cache = TrainingSet(find_training_pairs([str(data)], 4, None), 4, 16, progress=False)
     assert cache.skipped == 1 and len(cache) == 2  # 40 px HR -> 10 px LR < one 16-px patch
     batches = PatchBatches(cache, 4, [(16, 2), (32, 2)], seed=0)
     lr0, hr0 = batches[0]

@@ -4,9 +4,17 @@ Checkpoints are plain `state_dict`s (name -> tensor), loaded with `weights_only=
 and mapped to the CPU first, so files saved on a GPU load anywhere. Writes are atomic
 (write to a temporary file, then rename), so an interrupted save never leaves a
 half-written checkpoint behind.
+
+Output locations, for every script that writes: `check_output_dir` / `check_output_file`
+find an unwritable, wrong-type or input-overwriting destination before any work starts
+(nothing is created); `output_lock` keeps two runs from writing the same file;
+`remove_stale_temp_files` clears the temporary files of saves that a kill interrupted.
 """
 from __future__ import annotations
 
+import atexit
+import contextlib
+import glob
 import os
 import tempfile
 from collections import OrderedDict
@@ -112,3 +120,182 @@ def save_atomic(obj, path: str) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write a text file atomically: a temporary file in the same folder, renamed over `path`."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix='.tmp_', suffix='.txt', dir=folder)
+    try:
+        with os.fdopen(fd, 'w', encoding='utf-8') as f:
+            f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+#: prefix of every temporary file of an atomic write (save_atomic, atomic_write_text, images)
+TEMP_PREFIX = '.tmp_'
+
+
+def load_recognised_model(path: str, device='cpu', what: str = 'checkpoint'):
+    """`models.load_model` for scripts that have no --model flag: the architecture must be
+    recognised from the tensor names, and the error says which families are known rather
+    than advising a flag the script does not have. Returns the model in eval mode."""
+    from models import MODEL_REGISTRY, model_from_state_dict, recognise  # models imports this module
+    state = read_state_dict(path)
+    if recognise(state) is None:
+        raise UserError(f'cannot recognise the architecture of {what} {path}: its tensor names fit none '
+                        f'of this repository\'s models ({", ".join(sorted(MODEL_REGISTRY))})')
+    return model_from_state_dict(state, label=os.path.basename(path)).to(device).eval()
+
+
+# -- output locations -----------------------------------------------------------------
+def _nearest_existing(path: str) -> str:
+    path = os.path.abspath(path)
+    while not os.path.lexists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return path
+
+
+def check_output_dir(path: str, flag: str) -> None:
+    """Raise UserError (naming `flag`) unless `path` is a folder this process can write in,
+    or can be created as one. Creates nothing: permission bits do not bind root, so the
+    nearest existing folder is tested by creating and removing a probe file in it."""
+    path = os.fspath(path)
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise UserError(f'{flag} {path} is a file, not a folder')
+    existing = _nearest_existing(path)
+    if not os.path.isdir(existing):
+        raise UserError(f'{flag} {path} cannot be created: {existing} is a file, not a folder')
+    try:
+        fd, probe = tempfile.mkstemp(prefix='.probe_', dir=existing)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        where = '' if existing == os.path.abspath(path) else f' (in {existing})'
+        raise UserError(f'{flag} {path} is not writable{where}: {exc.strerror}') from None
+
+
+def same_file(a: str, b: str) -> bool:
+    """Whether two paths name one file (symbolic and hard links included)."""
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_output_file(path: str, flag: str, inputs=()) -> None:
+    """Raise UserError (naming `flag`) unless `path` can be written as a file: not a folder,
+    in a writable (or creatable) folder, and not one of the `inputs` (paths this run reads)."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise UserError(f'{flag} {path} is a folder; give a file name')
+    for source in inputs:
+        if source and same_file(path, os.fspath(source)):
+            raise UserError(f'{flag} {path} is the input {source}: refusing to overwrite it')
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.lexists(folder) and not os.path.isdir(folder):
+        raise UserError(f'{flag} {path} cannot be written: {folder} is a file, not a folder')
+    check_output_dir(folder, flag)
+
+
+def remove_stale_temp_files(folder: str) -> list:
+    """Delete the temporary files (`.tmp_*`) that atomic saves in `folder` left behind when
+    a kill interrupted them; returns their names. Call it only where no other process is
+    writing into `folder` (e.g. when a run resumes in its own output folder)."""
+    removed = []
+    for path in sorted(glob.glob(os.path.join(glob.escape(folder), TEMP_PREFIX + '*'))):
+        if os.path.isfile(path):
+            os.remove(path)
+            removed.append(os.path.basename(path))
+    return removed
+
+
+# -- one writer per output file -------------------------------------------------------
+_held_locks: dict = {}  # lock-file path -> [file descriptor, how many holders in this process]
+
+
+def _lock_path(path: str) -> str:
+    path = os.path.abspath(path)
+    return os.path.join(os.path.dirname(path), f'.{os.path.basename(path)}.lock')
+
+
+def acquire_output_lock(path: str, flag: str | None = None) -> None:
+    """Make this process the only writer of `path` until `release_output_lock(path)` (or the
+    process ends): an exclusive `flock` on the hidden file `.NAME.lock` beside it. Re-entrant
+    within a process. Raises UserError at once when another process holds it. On systems
+    without fcntl (Windows) nothing is locked."""
+    lock_path = _lock_path(path)
+    held = _held_locks.get(lock_path)
+    if held is not None:
+        held[1] += 1
+        return
+    try:
+        import fcntl
+    except ImportError:
+        return
+    os.makedirs(os.path.dirname(lock_path), exist_ok=True)
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors='replace').strip()
+            os.close(fd)
+            by = f' (pid {holder})' if holder.isdigit() else ''
+            option = f' or give another {flag}' if flag else ''
+            raise UserError(f'another run{by} is writing {path}: wait for it to finish{option}') from None
+        # the previous holder may have removed the file between our open and our lock
+        try:
+            if os.fstat(fd).st_ino == os.stat(lock_path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    _held_locks[lock_path] = [fd, 1]
+
+
+def release_output_lock(path: str) -> None:
+    """Undo one `acquire_output_lock(path)`; the last one removes the lock file."""
+    lock_path = _lock_path(path)
+    held = _held_locks.get(lock_path)
+    if held is None:
+        return
+    held[1] -= 1
+    if held[1] == 0:
+        del _held_locks[lock_path]
+        with contextlib.suppress(OSError):
+            os.remove(lock_path)  # while still locked: a waiting run re-checks the inode
+        os.close(held[0])
+
+
+def _release_all_locks() -> None:
+    for lock_path, held in list(_held_locks.items()):
+        with contextlib.suppress(OSError):
+            os.remove(lock_path)
+        os.close(held[0])
+    _held_locks.clear()
+
+
+atexit.register(_release_all_locks)  # a run that stops with an error leaves no lock file
+
+
+@contextlib.contextmanager
+def output_lock(path: str, flag: str | None = None):
+    """`with output_lock(path):` — acquire_output_lock / release_output_lock around a block."""
+    acquire_output_lock(path, flag)
+    try:
+        yield
+    finally:
+        release_output_lock(path)

@@ -69,6 +69,20 @@ def bicubic_lr(hr: np.ndarray, scale: int) -> np.ndarray:
     return imresize(modcrop(hr, scale), 1.0 / scale)
 
 
+def _hr_loader(hr_path: str, scale: int) -> Callable[[], np.ndarray]:
+    """Reads the HR image, cropped to a multiple of `scale`."""
+    def load() -> np.ndarray:
+        return modcrop(imread_rgb(hr_path), scale)
+    return load
+
+
+def _lr_loader(hr_path: str, lr_path: str | None, scale: int) -> Callable[[], np.ndarray]:
+    """Reads the LR image, or makes it from the HR image by MATLAB bicubic when `lr_path` is None."""
+    def load() -> np.ndarray:
+        return bicubic_lr(imread_rgb(hr_path), scale) if lr_path is None else imread_rgb(lr_path)
+    return load
+
+
 def folder_set(hr_dir: str, lr_dir: str | None, scale: int, name: str | None = None) -> EvalSet:
     """Pairs from any HR folder; LR read from `lr_dir` or made by MATLAB bicubic."""
     hr_paths = list_images(hr_dir)
@@ -82,13 +96,9 @@ def folder_set(hr_dir: str, lr_dir: str | None, scale: int, name: str | None = N
     for hr_path in hr_paths:
         stem = _stem(hr_path)
         lr_path = _find_lr(lr_dir, stem, scale)
-        load_hr = (lambda p=hr_path: modcrop(imread_rgb(p), scale))
         if lr_path is None:
             made += 1
-            load_lr = (lambda p=hr_path: bicubic_lr(imread_rgb(p), scale))
-        else:
-            load_lr = (lambda p=lr_path: imread_rgb(p))
-        items.append(EvalItem(stem, load_lr, load_hr))
+        items.append(EvalItem(stem, _lr_loader(hr_path, lr_path, scale), _hr_loader(hr_path, scale)))
     how = 'LR by MATLAB bicubic' if made == len(items) else (
         'LR from ' + lr_dir + (f' ({made} made by bicubic)' if made else ''))
     return EvalSet(name, scale, items, f'{name}: {len(items)} images from {hr_dir}, {how}')
@@ -151,15 +161,21 @@ def sample_set(scale: int, max_side: int | None = None) -> EvalSet:
 def check_set(eval_set: EvalSet) -> None:
     """Read every image once and check LR×scale == HR, before any model runs.
 
-    Raises UserError naming the first unreadable image or size mismatch, so that a bad
-    data folder stops the run before anything is written.
+    Raises UserError naming the first unreadable image, size mismatch or HR image too small
+    to score, so that a bad data folder stops the run before anything is written.
     """
+    s = eval_set.scale
     for item in eval_set.items:
+        hr = item.load_hr() if item.load_hr is not None else None
+        # PSNR leaves out a border of `scale` pixels on every side: a (modcropped) HR side
+        # below 3 × scale leaves nothing, or one LR pixel's worth, to compare
+        if hr is not None and min(hr.shape[:2]) < 3 * s:
+            raise UserError(f'{eval_set.name}/{item.name}: HR {hr.shape[1]}x{hr.shape[0]} (cropped to a '
+                            f'multiple of {s}) is too small to score at ×{s}: PSNR leaves out a {s}-pixel '
+                            f'border, so each side needs at least {3 * s} pixels (an LR of 3x3)')
         lr = item.load_lr()
-        if item.load_hr is None:
+        if hr is None:
             continue
-        hr = item.load_hr()
-        s = eval_set.scale
         if (lr.shape[0] * s, lr.shape[1] * s) != hr.shape[:2]:
             raise UserError(f'{eval_set.name}/{item.name}: LR {lr.shape[1]}x{lr.shape[0]} ×{s} '
                             f'does not match HR {hr.shape[1]}x{hr.shape[0]}')

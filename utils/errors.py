@@ -22,3 +22,30 @@ def run_cli(main, interrupted: str = 'interrupted') -> None:
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         sys.exit(130)
+
+
+def check_option(flag: str, value, *, at_least=None, above=None, below=None, at_most=None) -> None:
+    """Raise UserError `{flag} must be <range>, got {value}` unless `value` is a finite number
+    within the given bounds (`at_least`/`at_most` inclusive, `above`/`below` exclusive).
+    None is accepted (an option left unset)."""
+    import math
+    if value is None:
+        return
+    ok = math.isfinite(value)
+    ok = ok and (at_least is None or value >= at_least) and (above is None or value > above)
+    ok = ok and (at_most is None or value <= at_most) and (below is None or value < below)
+    if ok:
+        return
+    low = (f'[{at_least:g}' if at_least is not None else f'({above:g}' if above is not None else None)
+    high = (f'{at_most:g}]' if at_most is not None else f'{below:g})' if below is not None else None)
+    if low and high:
+        wanted = f'in {low}, {high}'
+    elif at_least is not None:
+        wanted = f'at least {at_least:g}'
+    elif above is not None:
+        wanted = f'above {above:g}'
+    elif at_most is not None:
+        wanted = f'at most {at_most:g}'
+    else:
+        wanted = f'below {below:g}'
+    raise UserError(f'{flag} must be {wanted}, got {value:g}')

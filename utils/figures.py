@@ -12,7 +12,6 @@ import argparse
 import os
 
 
-
 def comparison_rows(hr_paths: list, models: list, labels: list, scale: int = 4, crop: int = 96,
                     at: list | None = None) -> list:
     """[(image name, [(label, crop uint8 HxWx3, PSNR-Y of the whole image or None)])]."""
@@ -58,6 +57,7 @@ def save_figure(rows: list, out: str) -> None:
     os.replace(tmp, out)
 
 
+@torch.no_grad()  # evaluation only; leaves the caller's grad mode as it was
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--out', required=True)
@@ -69,9 +69,10 @@ def main(argv=None) -> int:
     p.add_argument('--at', type=int, nargs='+', default=None, help='Y X per image (top-left, HR pixels)')
     args = p.parse_args(argv)
     import torch
+
     from models import load_model
+
     from .errors import UserError
-    torch.set_grad_enabled(False)
     models = [load_model(c) for c in args.checkpoint]
     labels = args.labels or [os.path.splitext(os.path.basename(c))[0] for c in args.checkpoint]
     if len(labels) != len(models):

@@ -1,6 +1,6 @@
 """Joint channel and weight pruning to a Params or FLOPs budget, after Flexible Meta Pruning.
 
-FMP (the seed paper) prunes a network both structurally (whole channels) and
+FMP (flexible meta pruning) prunes a network both structurally (whole channels) and
 unstructurally (single weights) until a budget on Params or FLOPs is met, and compares
 four convergence criteria (its Table 3): 'Channel' (channel pruning alone reaches the
 budget), 'Weight' (weight pruning alone), 'Total Fixed' (both shares prescribed) and
@@ -65,7 +65,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import UserError
-from .model_summary import DEFAULT_INPUT, _hook_flops, _run_with_hooks, _dummy_input
+from .model_summary import DEFAULT_INPUT, _dummy_input, _hook_flops, _run_with_hooks
 from .pruning import output_layers, prepare_for_pruning, prune_step
 
 METRICS = ('params', 'flops')
@@ -183,7 +183,9 @@ def channel_trial(state: _State, ratio: float, importance='l1', grad_batch=None)
 def _single_channel_trials(state: _State) -> list:
     """Copies of `state`, each with the least-L1 channel of one prunable group removed."""
     import warnings
+
     import torch_pruning as tp
+
     from .pruning import channel_groups
     out = []
     with warnings.catch_warnings():
@@ -214,7 +216,7 @@ def weight_trial(state: _State, amount: float, min_keep: float = 0.05) -> _State
     together) masked until `amount` of the metric is removed; None if nothing is left."""
     modules = dict(state.model.named_modules())
     mags, costs, owners = [], [], []
-    for k, (name, mask) in enumerate(state.masks.items()):
+    for name, mask in state.masks.items():
         w = modules[name].weight.detach().abs().flatten()
         m = mask.flatten()
         keep = max(1, math.ceil(min_keep * w.numel()))
@@ -494,8 +496,9 @@ def run_fmp(model, args, shared: str) -> int:
     """prune.py --mode fmp: prune, fine-tune with the masks kept, write pruned.pth and
     fmp_report.json, print the Table-3 line."""
     import glob
+
     from .checkpoint import save_state_dict
-    from .data import PairCache, PatchBatches, find_training_pairs
+    from .data import PatchBatches, TrainingSet, find_training_pairs
     from .datasets import folder_set
     from .evaluate import evaluate
     from .training import TrainConfig, Trainer
@@ -517,7 +520,7 @@ def run_fmp(model, args, shared: str) -> int:
     if args.finetune_iters > 0:
         data_dirs = args.data_dir or sorted(d for d in glob.glob(os.path.join(shared, 'train', '*'))
                                             if os.path.isdir(d))
-        cache = PairCache(find_training_pairs(data_dirs, model.scale), model.scale, args.patch_size)
+        cache = TrainingSet(find_training_pairs(data_dirs, model.scale), model.scale, args.patch_size)
     calib = None
     if cache is not None:
         calib = PatchBatches(cache, min(args.batch_size, 8), [(args.patch_size, 1)], args.seed)[0]
@@ -533,7 +536,7 @@ def run_fmp(model, args, shared: str) -> int:
                           loss=args.loss, distill='output' if args.distill else 'none',
                           val_every=0, save_every=10 ** 9, workers=args.workers,
                           seed=args.seed, device=args.device, log_every=10)
-        Trainer(m, cfg, teacher, cache=cache, val_set=val_set, post_step=post_step).fit()
+        Trainer(m, cfg, teacher, train_set=cache, val_set=val_set, post_step=post_step).fit()
         shutil.rmtree(scratch, ignore_errors=True)
 
     finetune = finetune_with_masks if cache is not None else None

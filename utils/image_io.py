@@ -27,6 +27,7 @@ def imread_rgb(path):
 
     Returns:
         np.ndarray, HxWx3, uint8, RGB, values 0-255.
+        A JPEG's EXIF orientation is applied (the image as viewers show it).
         Grayscale images are replicated to 3 channels. An alpha channel is
         dropped (with a warning). 16-bit images are converted to 8 bits as
         round(value / 257), which maps 0 -> 0 and 65535 -> 255 exactly
@@ -41,8 +42,24 @@ def imread_rgb(path):
         # cv2.imread cannot open non-ASCII paths on Windows; reading the bytes
         # ourselves and decoding them works everywhere.
         encoded = np.fromfile(path, dtype=np.uint8)
-        img = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED) if encoded.size else None
-    except (OSError, ValueError, cv2.error):
+    except (OSError, ValueError):
+        raise UserError(f"cannot read image: {path}") from None
+    return imdecode_rgb(encoded, path)
+
+
+def imdecode_rgb(encoded, path):
+    """Decode an encoded image (np.ndarray of uint8 file bytes) as imread_rgb does;
+    `path` names it in warnings and errors (e.g. an LMDB key)."""
+    # A camera stores a rotated photo as its sensor read it plus an EXIF orientation tag;
+    # viewers (and whoever made the matching LR or HR) show it turned upright. IMREAD_COLOR
+    # applies the tag, IMREAD_UNCHANGED ignores it: JPEGs (3 channels or grey, never alpha,
+    # 8 bits) are decoded the first way, everything else the second, which keeps alpha and
+    # 16-bit samples visible to the checks below.
+    is_jpeg = encoded.size >= 3 and bytes(encoded[:3]) == b'\xff\xd8\xff'
+    flags = cv2.IMREAD_COLOR if is_jpeg else cv2.IMREAD_UNCHANGED
+    try:
+        img = cv2.imdecode(encoded, flags) if encoded.size else None
+    except (ValueError, cv2.error):
         img = None
     if img is None:
         raise UserError(f"cannot read image: {path}")
@@ -68,7 +85,7 @@ def imread_rgb(path):
     raise UserError(f"cannot read image: {path} (unsupported channel count {channels})")
 
 
-def imwrite_rgb(path, img):
+def imwrite_rgb(path, img, png_compression=None):
     """Write an RGB image as PNG, atomically.
 
     The PNG is encoded in memory, written to a temporary file in the target
@@ -79,6 +96,7 @@ def imwrite_rgb(path, img):
     Args:
         path: destination; must end in .png (the data is always PNG-encoded).
         img: np.ndarray, HxWx3 uint8 RGB (0-255), or HxW uint8 grayscale.
+        png_compression: zlib level 0-9 (None: OpenCV's default).
     """
     path = os.fspath(path)
     if not path.lower().endswith('.png'):
@@ -87,7 +105,8 @@ def imwrite_rgb(path, img):
     if img.dtype != np.uint8 or not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 3)):
         raise ValueError(f"expected HxWx3 or HxW uint8 image, got {img.shape} {img.dtype}")
     bgr = img if img.ndim == 2 else np.ascontiguousarray(img[:, :, ::-1])
-    ok, encoded = cv2.imencode('.png', bgr)
+    params = [] if png_compression is None else [cv2.IMWRITE_PNG_COMPRESSION, int(png_compression)]
+    ok, encoded = cv2.imencode('.png', bgr, params)
     if not ok:
         raise OSError(f"PNG encoding failed for {path}")
 

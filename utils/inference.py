@@ -54,7 +54,11 @@ def forward_tiled(model, x: torch.Tensor, scale: int, tile: int, overlap: int = 
     edges are fine): a cut edge changes the zero padding of the convolutions and ESA's
     pooled statistics, so its neighbourhood is the least faithful part of a tile.
     Output: (N, 3, sH, sW) on x's device, in the model's range.
+    Raises ValueError for tile < 1 or overlap < 0 (a negative overlap leaves gaps between
+    the tiles that no tile writes); an overlap above tile // 2 is capped to it.
     """
+    if tile < 1 or overlap < 0:
+        raise ValueError(f'tile must be >= 1 and overlap >= 0, got tile {tile}, overlap {overlap}')
     n, _, h, w = x.shape
     if tile >= h and tile >= w:
         return forward_padded(model, x, scale)
@@ -86,8 +90,9 @@ def forward_tiled(model, x: torch.Tensor, scale: int, tile: int, overlap: int = 
 @torch.inference_mode()
 def super_resolve_tensor(model, x: torch.Tensor, scale: int, tile: int | None = None,
                          overlap: int = 32) -> torch.Tensor:
-    """(1, 3, H, W) in the model's range -> (1, 3, sH, sW), padded/tiled as needed."""
-    if tile:
+    """(1, 3, H, W) in the model's range -> (1, 3, sH, sW), padded/tiled as needed
+    (tile None: the whole image at once)."""
+    if tile is not None:
         return forward_tiled(model, x, scale, tile, overlap)
     return forward_padded(model, x, scale)
 

@@ -133,6 +133,7 @@ def fvcore_flops(model: nn.Module, input_shape=DEFAULT_INPUT) -> int:
 def thop_macs(model: nn.Module, input_shape=DEFAULT_INPUT) -> int:
     """Multiply-accumulates by thop.profile (run on a copy: thop adds buffers)."""
     import logging
+
     from thop import profile
     clone = copy.deepcopy(model).eval()
     x = _dummy_input(clone, input_shape)
@@ -241,6 +242,7 @@ def main(argv=None) -> int:
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     args = p.parse_args(argv)
     from models import load_model
+
     from .errors import UserError
     if args.rounds < 1 or args.repeats < 1 or args.size < 1:
         raise UserError('--rounds, --repeats and --size must be positive')

@@ -17,12 +17,20 @@ import shutil
 
 import torch
 
-from .checkpoint import save_state_dict
+from .checkpoint import remove_stale_temp_files, save_state_dict
 from .errors import UserError
 from .evaluate import evaluate
 from .model_summary import count_params, fvcore_flops, measure_runtime, ntire_flops
-from .pruning import conv_widths, prepare_for_pruning, prune_step, prune_to_budget, schedule_ratios, \
-    size_of, build_pruner, make_importance
+from .pruning import (
+    build_pruner,
+    conv_widths,
+    make_importance,
+    prepare_for_pruning,
+    prune_step,
+    prune_to_budget,
+    schedule_ratios,
+    size_of,
+)
 
 
 def measure_row(model, val_set, device) -> dict:
@@ -97,11 +105,13 @@ def iterative_prune(model, *, out_dir: str, steps: int, ratio: float | None = No
     """Prune `model` in `steps` steps, fine-tuning after each with `finetune(model, step)`.
 
     Either `ratio` (share of prunable channels removed in all, spread linearly over the
-    steps as in the seed) or `budget` = (metric, target) with metric in params / flops /
+    steps as in the PRFDN paper) or `budget` = (metric, target) with metric in params / flops /
     latency_ms: each step aims at a geometric interpolation between the start and the
     target, and the last lands within 2% of it. Returns (model, rows).
     """
     make_importance(importance)                     # unknown names fail before any work
+    if steps < 1:
+        raise UserError(f'--steps must be at least 1, got {steps}')
     os.makedirs(out_dir, exist_ok=True)
     model = prepare_for_pruning(model)
     build_pruner(copy.deepcopy(model).eval(), 0.5, make_importance('l1'), round_to)  # traceable?
@@ -111,6 +121,9 @@ def iterative_prune(model, *, out_dir: str, steps: int, ratio: float | None = No
     rows = []
     start = 0
     if resume:
+        stale = remove_stale_temp_files(out_dir)  # saves that a kill interrupted
+        if stale:
+            progress(f'removed {len(stale)} temporary file(s) of an interrupted save: {", ".join(stale)}')
         start, path = last_completed_step(out_dir)
         if path:
             from models import load_model
@@ -159,8 +172,9 @@ def iterative_prune(model, *, out_dir: str, steps: int, ratio: float | None = No
         rows.append(row)
         save_state_dict(model.state_dict(), os.path.join(out_dir, f'step_{step:02d}.pth'))
         _write_logs(rows, out_dir)
+        psnr_text = f', PSNR-Y {row["psnr_y"]:.3f} dB' if 'psnr_y' in row else ''
         progress(f'step {step}/{steps}: params {row["params_M"]:.4f} M, FLOPs {row["flops_G"]:.2f} G, '
-                 f'{row["cpu_ms_256"]:.0f} ms' + (f', PSNR-Y {row["psnr_y"]:.3f} dB' if 'psnr_y' in row else ''))
+                 f'{row["cpu_ms_256"]:.0f} ms{psnr_text}')
         if budget is not None:
             metric, target = budget
             value = size_of(model, metric, device) if metric != 'latency_ms' else row['cpu_ms_256']

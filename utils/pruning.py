@@ -47,7 +47,7 @@ def prepare_for_pruning(model: nn.Module) -> nn.Module:
     """Make a model traceable by Torch-Pruning.
 
     A ParallelRFDN whose stacked head is split with torch.split trips Torch-Pruning 1.6's
-    index mapping (split feeding both a concatenation and a residual add); the seed's remedy
+    index mapping (split feeding both a concatenation and a residual add); the PRFDN paper's remedy
     is to write the split as 1×1 selection convs, an exact rewrite (`reparam.py --fold`
     removes them after pruning).
     """

@@ -1,4 +1,4 @@
-"""Exact re-parametrizations: branch merge (PRFDN, seed 000 Eq. 1) and 1×1-conv folding.
+"""Exact re-parametrizations: branch merge (PRFDN, Eq. 1 of Yin et al.) and 1×1-conv folding.
 
 All functions return new modules computing the same function as their input (up to float
 rounding); tests compare outputs numerically.

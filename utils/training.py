@@ -30,9 +30,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .checkpoint import save_atomic, save_state_dict
-from .data import PairCache, PatchBatches, find_training_pairs, parse_patch_schedule
-from .datasets import folder_set
+from .checkpoint import describe_mismatch, remove_stale_temp_files, save_atomic, save_state_dict
+from .data import PatchBatches, TrainingSet, find_training_pairs, parse_patch_schedule, validation_set
 from .errors import UserError
 from .evaluate import evaluate
 
@@ -66,7 +65,7 @@ class TrainConfig:
     save_every: int = 100
     log_every: int = 10
     plot: bool = False
-    cache_dir: str | None = None
+    decode_cache_mb: float = 256.0       # decoded images kept per data-loading process
     device: str = 'cpu'
     progress: bool = True
     profile: bool = False
@@ -149,7 +148,7 @@ class Trainer:
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, teacher: nn.Module | None = None,
                  trainable: list | None = None, freeze: list | None = None,
-                 cache: PairCache | None = None, val_set=None, post_step=None):
+                 train_set: TrainingSet | None = None, val_set=None, post_step=None):
         self.cfg = cfg
         self.post_step = post_step  # called with the model after every optimizer step
         self.rank, self.world, device = setup_distributed(cfg.device)
@@ -192,15 +191,17 @@ class Trainer:
 
         # data: every problem with it surfaces here, before the first step
         min_patch = min(stage[0] for stage in self.schedule)
-        if cache is None:  # prune.py passes one cache to all its fine-tuning rounds
+        if train_set is None:  # prune.py passes one index to all its fine-tuning rounds
+            # only names and header sizes here: pixels are decoded by the DataLoader workers
             pairs = find_training_pairs(cfg.data_dirs, cfg.scale, cfg.lr_dirs)
-            cache = PairCache(pairs, cfg.scale, min_patch, cfg.cache_dir, cfg.progress and self.is_main)
-            if cache.skipped and self.is_main:
-                print(f'skipped {cache.skipped} training images smaller than one '
+            train_set = TrainingSet(pairs, cfg.scale, min_patch, cfg.decode_cache_mb,
+                                    cfg.progress and self.is_main)
+            if train_set.skipped and self.is_main:
+                print(f'skipped {train_set.skipped} training images smaller than one '
                       f'{min_patch}-pixel LR patch')
-        self.cache = cache
+        self.train_set = train_set
         if val_set is None and cfg.val_hr_dir:
-            val_set = folder_set(cfg.val_hr_dir, None, cfg.scale)
+            val_set = validation_set(cfg.val_hr_dir, cfg.scale)
         self.val_set = val_set
         os.makedirs(cfg.out_dir, exist_ok=True)
         self.state_path = os.path.join(cfg.out_dir, 'state.pth')
@@ -224,16 +225,30 @@ class Trainer:
         save_state_dict(self.export_model().state_dict(), os.path.join(self.cfg.out_dir, 'model_last.pth'))
 
     def resume(self) -> bool:
-        """Continue from out_dir/state.pth if there is one; returns whether it did."""
+        """Continue from out_dir/state.pth if there is one; returns whether it did.
+
+        First removes the temporary files of saves that a kill interrupted (the files they
+        would have replaced are intact: writes are atomic)."""
+        if self.is_main:
+            stale = remove_stale_temp_files(self.cfg.out_dir) if os.path.isdir(self.cfg.out_dir) else []
+            if stale:
+                print(f'removed {len(stale)} temporary file(s) of an interrupted save: {", ".join(stale)}')
         if not os.path.isfile(self.state_path):
             return False
         try:
             state = torch.load(self.state_path, map_location='cpu', weights_only=True)
+            problem = describe_mismatch(self.model, state['model'])
+            if problem:  # e.g. another --model than the run was started with
+                raise UserError(f'cannot resume from {self.state_path}: its model does not fit '
+                                f'{type(self.model).__name__} (was --model changed?): {problem}')
             self.model.load_state_dict(state['model'], strict=True)
             self.opt.load_state_dict(state['optimizer'])
             self.sched.load_state_dict(state['scheduler'])
+        except UserError:
+            raise
         except Exception as exc:
-            raise UserError(f'cannot resume from {self.state_path}: {str(exc).splitlines()[0][:160]}') from None
+            raise UserError(f'cannot resume from {self.state_path}: '
+                            f'{str(exc).splitlines()[0][:160]}') from None
         if self.ema is not None and 'ema' in state:
             self.ema.load_state_dict(state['ema'])
         if 'scaler' in state and self.scaler.is_enabled():
@@ -288,8 +303,10 @@ class Trainer:
             losses = self.losses(lr.to(self.device, non_blocking=True), hr.to(self.device, non_blocking=True))
         total = losses['total']
         if not torch.isfinite(total.detach()):
+            kept = (f'the last checkpoint in {cfg.out_dir} is intact' if os.path.isfile(self.state_path)
+                    else 'no checkpoint was written')
             raise UserError(f'loss is {total.item()} at step {self.step}: stopping without saving; '
-                            f'the last checkpoint in {cfg.out_dir} is intact (lower --lr or use --grad_clip)')
+                            f'{kept} (lower --lr or use --grad_clip)')
         self.scaler.scale(total).backward()  # under DDP the gradients are averaged here
         if cfg.grad_clip > 0:
             self.scaler.unscale_(self.opt)
@@ -344,7 +361,7 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------
     def fit(self) -> dict:
         cfg = self.cfg
-        data = PatchBatches(self.cache, cfg.batch_size, self.schedule, cfg.seed, self.rank,
+        data = PatchBatches(self.train_set, cfg.batch_size, self.schedule, cfg.seed, self.rank,
                             self.world, total_steps=cfg.iters)
         # the sampler starts at the current step: resuming continues the same batch stream
         sampler = range(self.step, cfg.iters)
@@ -361,7 +378,7 @@ class Trainer:
         t0 = time.perf_counter()
         last_saved = self.step
         self._first_step = self.step
-        for lr, hr in loader:
+        for lr, hr in _one_line_errors(loader):
             t1 = time.perf_counter()
             patch = lr.shape[-1]
             losses = self.train_step(lr, hr)
@@ -388,14 +405,16 @@ class Trainer:
                     psnr = self.validate()
                     if psnr is not None:
                         self._log({'step': self.step, 'val_psnr_y': round(psnr, 4)})
-                        bar.write(f'step {self.step}: validation PSNR-Y {psnr:.3f} dB (best {self.best_psnr:.3f})')
+                        bar.write(f'step {self.step}: validation PSNR-Y {psnr:.3f} dB '
+                                  f'(best {self.best_psnr:.3f})')
                 self.save()
                 last_saved = self.step
             elif cfg.val_every and self.step % cfg.val_every == 0:
                 psnr = self.validate()
                 if psnr is not None:
                     self._log({'step': self.step, 'val_psnr_y': round(psnr, 4)})
-                    bar.write(f'step {self.step}: validation PSNR-Y {psnr:.3f} dB (best {self.best_psnr:.3f})')
+                    bar.write(f'step {self.step}: validation PSNR-Y {psnr:.3f} dB '
+                              f'(best {self.best_psnr:.3f})')
         bar.close()
         if self.step != last_saved:
             self.save()
@@ -408,6 +427,21 @@ class Trainer:
             print(f'profile: {100 * share:.1f}% of step time waiting for data '
                   f'({data_time:.1f} s of {step_time:.1f} s over {self.step - self._first_step} steps)')
         return summary
+
+
+def _one_line_errors(loader):
+    """The loader's batches; a UserError raised in a DataLoader worker (which arrives
+    wrapped in the worker's traceback) is raised again with its own one-line message."""
+    batches = iter(loader)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except UserError as exc:
+            last = str(exc).strip().splitlines()[-1]
+            raise UserError(last.split('UserError: ', 1)[-1]) from None
+        yield batch
 
 
 def plot_training_log(csv_path: str, png_path: str) -> None:

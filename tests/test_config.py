@@ -1,0 +1,145 @@
+"""Recipes as YAML files: --config fills the defaults, flags override, the resolved recipe
+written beside a run reads back to the same options."""
+import argparse
+
+import pytest
+
+from utils.config import ConfigError, parse_with_config, read_config, write_resolved_config
+
+
+def make_parser():
+    p = argparse.ArgumentParser()
+    p.add_argument('--input', required=True)
+    p.add_argument('--steps', type=int, default=16)
+    p.add_argument('--lr', type=float, default=1e-4)
+    p.add_argument('--importance', default='l1', choices=['l1', 'taylor'])
+    p.add_argument('--data_dir', nargs='+', default=None)
+    p.add_argument('--distill', action='store_true')
+    p.add_argument('--resume', action='store_true')
+    return p
+
+
+def test_recipe_fills_defaults_and_flags_override(tmp_path):
+    recipe = tmp_path / 'r.yaml'
+    recipe.write_text('input: a.pth\nsteps: 4\nlr: 5.0e-4\nimportance: taylor\n'
+                      'data_dir: [x, y]\ndistill: true\n')
+    args = parse_with_config(make_parser(), ['--config', str(recipe), '--steps', '8'])
+    assert (args.input, args.steps, args.lr, args.importance) == ('a.pth', 8, 5e-4, 'taylor')
+    assert args.data_dir == ['x', 'y'] and args.distill is True
+
+
+def test_resolved_recipe_repeats_the_run(tmp_path):
+    first = parse_with_config(make_parser(), ['--input', 'a.pth', '--steps', '3', '--distill',
+                                              '--data_dir', 'd1', 'd2', '--resume'])
+    out = tmp_path / 'run' / 'config.yaml'
+    write_resolved_config(first, str(out))
+    assert 'resume' not in read_config(str(out))       # how a run was invoked is not recorded
+    again = parse_with_config(make_parser(), ['--config', str(out)])
+    expected = {k: v for k, v in vars(first).items() if k not in ('config', 'resume')}
+    assert {k: v for k, v in vars(again).items() if k not in ('config', 'resume')} == expected
+    assert again.resume is False
+
+
+@pytest.mark.parametrize('text, message', [
+    ('steps: [1, 2\n', 'not valid YAML'),
+    ('- a\n- b\n', 'must be a mapping'),
+    ('stepz: 3\n', 'unknown option "stepz"'),
+    ('steps: many\n', 'bad value'),
+    ('importance: random\n', 'must be one of l1, taylor'),
+])
+def test_bad_recipes_are_one_line_errors(tmp_path, text, message):
+    recipe = tmp_path / 'bad.yaml'
+    recipe.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        parse_with_config(make_parser(), ['--config', str(recipe), '--input', 'a.pth'])
+
+
+def test_missing_recipe(tmp_path):
+    with pytest.raises(ConfigError, match='config file not found'):
+        parse_with_config(make_parser(), ['--config', str(tmp_path / 'nope.yaml')])
+
+
+def test_shared_folder_in_recipes(tmp_path, monkeypatch):
+    monkeypatch.setenv('ESR_SHARED', '/data/ref')
+    recipe = tmp_path / 'r.yaml'
+    recipe.write_text('input: $ESR_SHARED/pretrained/rfdn_baseline.pth\ndata_dir: ["${ESR_SHARED}/train/a"]\n')
+    args = parse_with_config(make_parser(), ['--config', str(recipe)])
+    assert args.input == '/data/ref/pretrained/rfdn_baseline.pth' and args.data_dir == ['/data/ref/train/a']
+
+
+def _same_tensors(a, b):
+    import torch
+    sa = torch.load(a, weights_only=True)
+    sb = torch.load(b, weights_only=True)
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_merge_recipe_gives_the_tensors_of_the_flags(tmp_path, shared_dir):
+    """options/prfdn/merge.yaml (input and output redirected) = the same merge given as flags."""
+    import torch
+
+    import reparam
+    from models import RFDN, BranchRFDN
+    from utils.checkpoint import save_state_dict
+    torch.manual_seed(0)
+    branch = tmp_path / 'branch.pth'
+    save_state_dict(BranchRFDN.from_rfdn(RFDN(nf=8)).state_dict(), str(branch))
+    image = f'{shared_dir}/benchmark/Set5/LR_bicubic/X4/butterflyx4.png'
+    by_flags, by_recipe = tmp_path / 'flags.pth', tmp_path / 'recipe.pth'
+    assert reparam.main(['--input', str(branch), '--output', str(by_flags), '--cat-as-conv',
+                         '--split-as-conv', '--no_runtime', '--image', image]) == 0
+    assert reparam.main(['--config', 'options/prfdn/merge.yaml', '--input', str(branch),
+                         '--output', str(by_recipe), '--image', image]) == 0
+    assert _same_tensors(by_flags, by_recipe)
+    assert 'B.cat_conv.weight' in torch.load(by_recipe, weights_only=True)   # the recipe's options took
+
+
+def test_pruning_run_repeats_from_its_written_recipe(tmp_path):
+    """prune.py writes config.yaml beside the run; --config with it gives the same tensors."""
+    import torch
+
+    import prune
+    from models import RFDN, BranchRFDN
+    from utils.checkpoint import save_state_dict
+    from utils.reparam import branch_to_parallel
+    torch.manual_seed(0)
+    src = tmp_path / 'parallel.pth'
+    save_state_dict(branch_to_parallel(BranchRFDN.from_rfdn(RFDN(nf=12))).state_dict(), str(src))
+    first = tmp_path / 'first'
+    assert prune.main(['--input', str(src), '--out_dir', str(first), '--steps', '2', '--ratio', '0.4',
+                       '--finetune_iters', '0', '--val_hr_dir', 'none']) == 0
+    recipe = read_config(str(first / 'config.yaml'))
+    assert recipe['steps'] == 2 and recipe['ratio'] == 0.4 and recipe['input'] == str(src)
+    again = tmp_path / 'again'
+    assert prune.main(['--config', str(first / 'config.yaml'), '--out_dir', str(again)]) == 0
+    assert _same_tensors(first / 'pruned.pth', again / 'pruned.pth')
+
+
+RECIPE_SCRIPTS = {
+    'train': ['prfdn/branch_stage1', 'prfdn/branch_stage2', 'prfdn/branch_stage3', 'prfdn/branch_stage4',
+              'prfdn/branch_stage5', 'prfdn/branch_stage6', 'prfdn/branch_stage7', 'prfdn/final_finetune',
+              'clb_imdn/imdn7_finetune', 'clb_imdn/clb_64', 'clb_imdn/clb_two_stage', 'rlfn_kp/final',
+              'rlfn_kp/final2'],
+    'prune': ['prfdn/prune', 'clb_imdn/block_prune', 'rlfn_kp/kernel', 'rlfn_kp/bias', 'fmp/channel',
+              'fmp/weight', 'fmp/total_fixed', 'fmp/total'],
+    'reparam': ['prfdn/merge', 'prfdn/fold', 'clb_imdn/collapse'],
+}
+
+
+def test_every_shipped_recipe_is_read_by_its_script(repo_root):
+    """Each file under options/ (but the entry list) belongs to one script and parses with it."""
+    import glob
+    import os
+
+    import prune
+    import reparam
+    import train
+    parsers = {'train': train.parse_args, 'prune': prune.parse_args, 'reparam': reparam.parse_args}
+    listed = {f'{name}.yaml' for names in RECIPE_SCRIPTS.values() for name in names}
+    found = {os.path.relpath(p, os.path.join(repo_root, 'options'))
+             for p in glob.glob(os.path.join(repo_root, 'options', '*', '*.yaml'))}
+    assert found == listed
+    for script, names in RECIPE_SCRIPTS.items():
+        for name in names:
+            args = parsers[script](['--config', os.path.join(repo_root, 'options', f'{name}.yaml')])
+            assert args.config.endswith(f'{name}.yaml')

@@ -1,0 +1,18 @@
+"""Training data: an index of HR/LR pairs (plain folders, the DIV2K and LSDIR layouts,
+prepared sub-image folders, LMDBs), decoded lazily in DataLoader workers, drawn as random
+aligned patches with flips and 90° rotations; every batch is a pure function of
+(seed, step, rank).
+
+Modules: discovery (where the images are), training_set (index + lazy bounded decoding),
+bicubic (exact MATLAB-bicubic LR crops), batches (PatchBatches), schedule (patch-size
+schedules), lmdb_store (BasicSR-layout LMDBs); `python -m utils.data.prepare` writes
+sub-images and LMDBs, `python -m utils.data.benchmark` measures the loader.
+"""
+from .batches import PatchBatches, augment, draw_patch
+from .bicubic import bicubic_crop
+from .discovery import find_training_pairs, validation_set
+from .schedule import parse_patch_schedule, patch_size_at, stage_at
+from .training_set import TrainingSet, UnreadableImage
+
+__all__ = ['PatchBatches', 'TrainingSet', 'UnreadableImage', 'augment', 'bicubic_crop', 'draw_patch',
+           'find_training_pairs', 'parse_patch_schedule', 'patch_size_at', 'stage_at', 'validation_set']
