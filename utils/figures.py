@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import os
 
+import torch
+
 
 def comparison_rows(hr_paths: list, models: list, labels: list, scale: int = 4, crop: int = 96,
                     at: list | None = None) -> list:
@@ -68,8 +70,6 @@ def main(argv=None) -> int:
     p.add_argument('--crop', type=int, default=96)
     p.add_argument('--at', type=int, nargs='+', default=None, help='Y X per image (top-left, HR pixels)')
     args = p.parse_args(argv)
-    import torch
-
     from models import load_model
 
     from .errors import UserError
