@@ -115,40 +115,52 @@ def test_runtime_in_turns(repo_root, tiny_data):
     assert not (tmp / 'x.json').exists()
 
 
+def _assert_refused(argv, *needles):
+    """test_demo.main(argv) stops with a one-line UserError containing every needle."""
+    import test_demo
+    from utils.errors import UserError
+    with pytest.raises(UserError) as caught:
+        test_demo.main(argv)
+    message = str(caught.value)
+    assert '\n' not in message and all(n in message for n in needles), message
+
+
 def test_bad_input_one_line_errors_nothing_written(repo_root, tiny_data):
+    """In-process through main(argv); tests/test_bad_input.py checks the exit code and stderr
+    of a real run."""
     tmp, hr_dir, ckpt = tiny_data
     res = tmp / 'bad' / 'r.json'
     common = ['--results', str(res), '--save_dir', str(tmp / 'bad_sr')]
 
-    _assert_one_line_error(run_demo(repo_root, '--checkpoint', str(ckpt), '--hr_dir',
-                                    str(tmp / 'missing'), *common), 'not found')
+    _assert_refused(['--checkpoint', str(ckpt), '--hr_dir',
+                                    str(tmp / 'missing'), *common], 'not found')
     empty = tmp / 'empty'
     empty.mkdir()
-    _assert_one_line_error(run_demo(repo_root, '--checkpoint', str(ckpt), '--hr_dir', str(empty),
-                                    *common), 'no images')
+    _assert_refused(['--checkpoint', str(ckpt), '--hr_dir', str(empty),
+                                    *common], 'no images')
     # LR of the wrong size
     lr_dir = tmp / 'LR'
     lr_dir.mkdir()
     cv2.imwrite(str(lr_dir / 'ax4.png'), np.zeros((10, 10, 3), np.uint8))
-    _assert_one_line_error(run_demo(repo_root, '--checkpoint', str(ckpt), '--hr_dir', str(hr_dir),
-                                    '--lr_dir', str(lr_dir), *common), 'does not match')
+    _assert_refused(['--checkpoint', str(ckpt), '--hr_dir', str(hr_dir),
+                                    '--lr_dir', str(lr_dir), *common], 'does not match')
     # a corrupt image
     bad_hr = tmp / 'badHR'
     bad_hr.mkdir()
     (bad_hr / 'x.png').write_bytes(b'\x89PNG not really')
-    _assert_one_line_error(run_demo(repo_root, '--checkpoint', str(ckpt), '--hr_dir', str(bad_hr),
-                                    *common), 'cannot read image')
+    _assert_refused(['--checkpoint', str(ckpt), '--hr_dir', str(bad_hr),
+                                    *common], 'cannot read image')
     # unknown model name, a checkpoint that does not fit, a missing checkpoint
-    _assert_one_line_error(run_demo(repo_root, '--model', 'NoSuchNet', '--checkpoint', str(ckpt),
-                                    '--hr_dir', str(hr_dir), *common), 'unknown model')
-    _assert_one_line_error(run_demo(repo_root, '--model', 'IMDN', '--checkpoint', str(ckpt),
-                                    '--hr_dir', str(hr_dir), *common), 'does not fit IMDN', 'missing')
-    _assert_one_line_error(run_demo(repo_root, '--checkpoint', str(tmp / 'nope.pth'),
-                                    '--hr_dir', str(hr_dir), *common), 'checkpoint not found')
-    _assert_one_line_error(run_demo(repo_root, '--model_id', '99', '--hr_dir', str(hr_dir), *common),
+    _assert_refused(['--model', 'NoSuchNet', '--checkpoint', str(ckpt),
+                                    '--hr_dir', str(hr_dir), *common], 'unknown model')
+    _assert_refused(['--model', 'IMDN', '--checkpoint', str(ckpt),
+                                    '--hr_dir', str(hr_dir), *common], 'does not fit IMDN', 'missing')
+    _assert_refused(['--checkpoint', str(tmp / 'nope.pth'),
+                                    '--hr_dir', str(hr_dir), *common], 'checkpoint not found')
+    _assert_refused(['--model_id', '99', '--hr_dir', str(hr_dir), *common],
                            'unknown --model_id')
-    _assert_one_line_error(run_demo(repo_root, '--checkpoint', str(ckpt), '--hr_dir', str(hr_dir),
-                                    '--fp16', '--device', 'cpu', *common), '--fp16 needs --device cuda')
+    _assert_refused(['--checkpoint', str(ckpt), '--hr_dir', str(hr_dir),
+                                    '--fp16', '--device', 'cpu', *common], '--fp16 needs --device cuda')
     assert not res.exists() and not (tmp / 'bad_sr').exists()
 
 
