@@ -97,6 +97,8 @@ def parse_args(argv=None):
 
 
 def build_student(args):
+    if args.srfdb_init and not (args.init_from and args.model.lower() == 'branchrfdn'):
+        raise UserError('--srfdb_init is for --model BranchRFDN built with --init_from (an RFDN checkpoint)')
     if args.init_from:
         if args.pretrained:
             raise UserError('give --pretrained or --init_from, not both')

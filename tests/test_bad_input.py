@@ -308,6 +308,13 @@ def test_train_unwritable_out_dir(train_argv):
     assert message.startswith('--out_dir ') and 'cannot be created' in message
 
 
+def test_srfdb_init_only_for_a_branch_model_from_rfdn(train_argv):
+    tmp_path, argv = train_argv
+    message = user_error(train.main, argv('--srfdb_init', 'first_block'))
+    assert message.startswith('--srfdb_init is for --model BranchRFDN')
+    assert not (tmp_path / 'run').exists()
+
+
 def test_resume_removes_stale_temp_files(train_argv, capsys):
     tmp_path, argv = train_argv
     run = tmp_path / 'run'

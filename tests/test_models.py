@@ -349,3 +349,31 @@ def test_min_input_size(family, expected):
         if expected > 1:  # the minimum is tight for ESA
             with pytest.raises(RuntimeError):
                 model(rand_input(model, expected - 1, expected - 1))
+
+
+def test_srfdb_cut_from_the_first_block():
+    """--srfdb_init first_block: each SRFDB computes RFDN's B1 with its middle two distillation
+    steps left out (d1 and the residual path after step 1 feed c4, c5 reads d1 and c4's output)."""
+    import torch.nn.functional as F
+
+    from models import RFDN, BranchRFDN
+    torch.manual_seed(0)
+    rfdn = RFDN(nf=16).eval()
+    branch = BranchRFDN.from_rfdn(rfdn, srfdb_init='first_block').eval()
+    b1 = rfdn.B1
+    x = torch.rand(1, 16, 20, 20)
+    with torch.no_grad():
+        act = b1.act
+        d1 = act(b1.c1_d(x))
+        r1 = act(b1.c1_r(x) + x)
+        r4 = act(b1.c4(r1))
+        w = b1.c5.weight
+        dc = b1.c1_d.out_channels
+        fused = F.conv2d(torch.cat([d1, r4], 1), torch.cat([w[:, :dc], w[:, 3 * dc:]], 1), b1.c5.bias)
+        expected = b1.esa(fused)
+        for j in (1, 2, 3):
+            assert torch.allclose(getattr(branch, f'S{j}')(x), expected, atol=1e-5)
+    fresh = BranchRFDN.from_rfdn(rfdn)
+    assert not torch.equal(fresh.S1.c1_d.weight, b1.c1_d.weight)
+    with pytest.raises(ValueError, match='srfdb_init'):
+        BranchRFDN.from_rfdn(rfdn, srfdb_init='last_block')
