@@ -22,6 +22,7 @@ from collections import OrderedDict
 import torch
 import torch.nn as nn
 
+from .atomic import TEMP_PREFIX, atomic_path
 from .errors import UserError
 
 # BasicSR and others wrap the weights; these are the wrappers we unwrap.
@@ -106,42 +107,8 @@ def save_state_dict(state_dict: dict, path: str) -> None:
 
 def save_atomic(obj, path: str) -> None:
     """torch.save to a temporary file in the same folder, then rename over `path`."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.tmp_', suffix='.pth', dir=folder)
-    os.close(fd)
-    try:
+    with atomic_path(path, '.pth') as tmp:
         torch.save(obj, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is a normal file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    """Write a text file atomically: a temporary file in the same folder, renamed over `path`."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.tmp_', suffix='.txt', dir=folder)
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-#: prefix of every temporary file of an atomic write (save_atomic, atomic_write_text, images)
-TEMP_PREFIX = '.tmp_'
 
 
 def load_recognised_model(path: str, device='cpu', what: str = 'checkpoint'):

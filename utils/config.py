@@ -16,7 +16,7 @@ import os
 
 import yaml
 
-from .checkpoint import atomic_write_text
+from .atomic import atomic_write_text
 from .errors import UserError
 
 #: options that describe how a run is invoked, not what it computes: never written to a recipe

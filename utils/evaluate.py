@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -27,7 +26,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .checkpoint import atomic_write_text, output_lock
+from .atomic import atomic_path, atomic_write_text
+from .checkpoint import output_lock
 from .datasets import EvalSet
 from .errors import UserError
 from .image_io import imwrite_rgb, tensor_to_uint8, uint8_to_tensor
@@ -509,13 +509,9 @@ def plot_psnr_runtime(results: dict, set_name: str, path: str, title: str = '') 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc='lower right', markerscale=0.5)
     fig.tight_layout()
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.tmp_', suffix='.png', dir=folder)
-    os.close(fd)
-    fig.savefig(tmp, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def write_results(results: dict, sets: list, json_path: str, txt_path: str,

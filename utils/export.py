@@ -21,6 +21,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 
+from .atomic import atomic_path
+
 
 def conv_specs(model: torch.nn.Module) -> dict:
     """{conv name: (in per group, out, kernel, bias)} of every conv, in module order."""
@@ -32,16 +34,12 @@ def export_onnx(model: torch.nn.Module, path: str, opset: int = 17) -> None:
     """ONNX graph with dynamic height/width; input (1, 3, H, W) in the model's range."""
     model = model.eval().cpu()
     x = torch.rand(1, 3, 64, 64) * getattr(model, 'input_range', 255.0)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = path + '.tmp'
     import warnings
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), atomic_path(path) as tmp:
         warnings.simplefilter('ignore')  # the TorchScript exporter's deprecation notice
         torch.onnx.export(model, (x,), tmp, input_names=['lr'], output_names=['sr'],
                           opset_version=opset, dynamo=False,
                           dynamic_axes={'lr': {2: 'h', 3: 'w'}, 'sr': {2: 'sh', 3: 'sw'}})
-    os.replace(tmp, path)
 
 
 def onnx_max_difference(model: torch.nn.Module, path: str, lr_uint8: np.ndarray) -> float:
@@ -613,7 +611,7 @@ def write_entry(model: torch.nn.Module, checkpoint: str, path: str, model_id: in
     The file is checked against `model` before it is written (atomically; see `check_entry`
     for `lr_uint8`); returns the max |entry - model| of that check (0–255 units).
     """
-    from .checkpoint import atomic_write_text
+    from .atomic import atomic_write_text
     source = render_entry(model, checkpoint, path, model_id)
     diff = check_entry(source, path, model, lr_uint8)
     atomic_write_text(path, source)

@@ -13,6 +13,8 @@ import os
 
 import torch
 
+from .atomic import atomic_path
+
 
 def comparison_rows(hr_paths: list, models: list, labels: list, scale: int = 4, crop: int = 96,
                     at: list | None = None) -> list:
@@ -52,11 +54,9 @@ def save_figure(rows: list, out: str) -> None:
             ax.set_yticks([])
             ax.set_title(label + (f'\n{psnr:.2f} dB' if psnr is not None else f'\n{name}'), fontsize=9)
     fig.tight_layout()
-    tmp = out + '.tmp.png'
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, out)
 
 
 @torch.no_grad()  # evaluation only; leaves the caller's grad mode as it was

@@ -64,6 +64,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .atomic import atomic_write_text
 from .errors import UserError
 from .model_summary import DEFAULT_INPUT, _dummy_input, _hook_flops, _run_with_hooks
 from .pruning import output_layers, prepare_for_pruning, prune_step
@@ -551,10 +552,7 @@ def run_fmp(model, args, shared: str) -> int:
         report['psnr_y'] = psnr
     output = args.output or os.path.join(args.out_dir, 'pruned.pth')
     save_state_dict(model.state_dict(), output)
-    tmp = os.path.join(args.out_dir, '.fmp_report.json')
-    with open(tmp, 'w') as f:
-        json.dump(report, f, indent=1)
-    os.replace(tmp, os.path.join(args.out_dir, 'fmp_report.json'))
+    atomic_write_text(os.path.join(args.out_dir, 'fmp_report.json'), json.dumps(report, indent=1))
     print(f'wrote {output}')
     print(table_line(report, psnr))
     return 0

@@ -7,13 +7,13 @@ range depends on the model (0-255 for RFDN/RLFN, 0-1 for IMDN), hence the
 """
 
 import os
-import tempfile
 import warnings
 
 import cv2
 import numpy as np
 import torch
 
+from utils.atomic import atomic_write_bytes
 from utils.errors import UserError
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
@@ -89,7 +89,7 @@ def imwrite_rgb(path, img, png_compression=None):
     """Write an RGB image as PNG, atomically.
 
     The PNG is encoded in memory, written to a temporary file in the target
-    directory and moved into place with os.replace, so an interrupted run never
+    directory and renamed into place (utils.atomic), so an interrupted run never
     leaves a truncated image that a later run would read as valid data.
     Parent directories are created.
 
@@ -110,17 +110,7 @@ def imwrite_rgb(path, img, png_compression=None):
     if not ok:
         raise OSError(f"PNG encoding failed for {path}")
 
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix='.tmp_', suffix='.png')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(encoded.tobytes())
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+    atomic_write_bytes(path, encoded.tobytes())
 
 
 def list_images(folder):

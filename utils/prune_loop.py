@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import csv
 import glob
+import io
 import json
 import os
 import re
@@ -17,6 +18,7 @@ import shutil
 
 import torch
 
+from .atomic import atomic_path, atomic_write_text
 from .checkpoint import remove_stale_temp_files, save_state_dict
 from .errors import UserError
 from .evaluate import evaluate
@@ -66,26 +68,21 @@ def plot_log(rows: list, path: str) -> None:
     ax.invert_xaxis()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path + '.tmp.png'
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def _write_logs(rows: list, out_dir: str) -> None:
     keys = ['step', 'ratio', 'conv', 'centre_share', 'params_M', 'flops_G', 'fvcore_G', 'cpu_ms_256',
             'psnr_y', 'psnr_y_before_ft']
-    tmp = os.path.join(out_dir, '.prune_log.csv')
-    with open(tmp, 'w', newline='') as f:
-        w = csv.DictWriter(f, fieldnames=keys, extrasaction='ignore')
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()})
-    os.replace(tmp, os.path.join(out_dir, 'prune_log.csv'))
-    tmp = os.path.join(out_dir, '.prune_log.json')
-    with open(tmp, 'w') as f:
-        json.dump(rows, f, indent=1)
-    os.replace(tmp, os.path.join(out_dir, 'prune_log.json'))
+    table = io.StringIO()
+    w = csv.DictWriter(table, fieldnames=keys, extrasaction='ignore')
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()})
+    atomic_write_text(os.path.join(out_dir, 'prune_log.csv'), table.getvalue())
+    atomic_write_text(os.path.join(out_dir, 'prune_log.json'), json.dumps(rows, indent=1))
     plot_log(rows, os.path.join(out_dir, 'prune_psnr_flops.png'))
 
 

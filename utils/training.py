@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .atomic import atomic_path
 from .checkpoint import describe_mismatch, remove_stale_temp_files, save_atomic, save_state_dict
 from .data import PatchBatches, TrainingSet, find_training_pairs, parse_patch_schedule, validation_set
 from .errors import UserError
@@ -470,7 +471,6 @@ def plot_training_log(csv_path: str, png_path: str) -> None:
     a2.set_ylabel('validation PSNR-Y (dB)')
     a2.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = png_path + '.tmp.png'
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(png_path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, png_path)

@@ -37,7 +37,7 @@ import time
 import cv2
 import numpy as np
 
-from ..checkpoint import atomic_write_text
+from ..atomic import atomic_write_bytes, atomic_write_text
 from ..errors import UserError, run_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -74,12 +74,8 @@ def _make_distinct(args: tuple) -> None:
     hr = synthetic_image(i)
     lr = cv2.resize(hr, (HR_SIZE[1] // 4, HR_SIZE[0] // 4), interpolation=cv2.INTER_AREA)
     for path, img in ((lr_path, lr), (hr_path, hr)):  # HR last: it marks the pair complete
-        os.makedirs(os.path.dirname(path), exist_ok=True)
         ok, encoded = cv2.imencode('.png', img, [cv2.IMWRITE_PNG_COMPRESSION, 3])
-        tmp = os.path.join(os.path.dirname(path), '.tmp_' + os.path.basename(path))
-        with open(tmp, 'wb') as f:
-            f.write(encoded.tobytes())
-        os.replace(tmp, path)
+        atomic_write_bytes(path, encoded.tobytes())
 
 
 def generate(root: str, n: int, distinct: int, workers: int) -> str:

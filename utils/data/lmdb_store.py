@@ -105,7 +105,7 @@ def pack_lmdb(png_paths: list, keys: list, shapes: list, lmdb_dir: str, compress
     import lmdb
     from tqdm import tqdm
 
-    from ..checkpoint import atomic_write_text
+    from ..atomic import atomic_write_text
     if len(set(keys)) != len(keys):
         raise UserError(f'duplicate image names for {lmdb_dir}')
     meta_path = os.path.join(lmdb_dir, META_INFO)
