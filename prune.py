@@ -31,7 +31,7 @@ import os
 import torch
 
 from utils.checkpoint import check_output_dir, check_output_file, load_recognised_model, save_state_dict
-from utils.config import parse_with_config, write_resolved_config
+from utils.config import parse_with_config, shared_dir, write_resolved_config
 from utils.data import TrainingSet, find_training_pairs
 from utils.datasets import folder_set
 from utils.errors import UserError, check_option, run_cli
@@ -39,7 +39,7 @@ from utils.prune_loop import iterative_prune, make_finetune
 from utils.pruning import IMPORTANCE_NAMES, make_importance, size_of
 from utils.training import TrainConfig, Trainer
 
-SHARED = os.environ.get('ESR_SHARED', os.path.join('..', 'shared'))
+SHARED = shared_dir()
 
 
 def parse_args(argv=None):

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from utils.checkpoint import check_output_file, load_recognised_model, save_state_dict
-from utils.config import parse_with_config
+from utils.config import parse_with_config, shared_dir
 from utils.errors import UserError, check_option, run_cli
 from utils.model_summary import (
     count_params,
@@ -31,7 +31,7 @@ from utils.model_summary import (
     ntire_flops,
 )
 
-SHARED = os.environ.get('ESR_SHARED', os.path.join('..', 'shared'))
+SHARED = shared_dir()
 
 
 def parse_args(argv=None):

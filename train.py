@@ -22,12 +22,12 @@ import torch
 
 from models import MODEL_REGISTRY, build_model, convert_from, load_model
 from utils.checkpoint import check_output_dir
-from utils.config import parse_with_config, write_resolved_config
+from utils.config import parse_with_config, shared_dir, write_resolved_config
 from utils.data import find_training_pairs, parse_patch_schedule
 from utils.errors import UserError, check_option, run_cli
 from utils.training import TrainConfig, Trainer
 
-SHARED = os.environ.get('ESR_SHARED', os.path.join('..', 'shared'))
+SHARED = shared_dir()
 
 
 def parse_args(argv=None):

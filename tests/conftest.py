@@ -17,13 +17,13 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 
-@pytest.fixture(scope='session')
+@pytest.fixture(scope='module')
 def repo_root():
     """Absolute path of the repository root (str)."""
     return REPO_ROOT
 
 
-@pytest.fixture(scope='session')
+@pytest.fixture(scope='module')
 def shared_dir():
     """Absolute path of the shared reference-data folder (str).
 

@@ -28,17 +28,23 @@ class ConfigError(UserError, ValueError):
     a UserError, so the scripts print it as one line."""
 
 
-def read_config(path: str) -> dict:
-    """The option mapping of a recipe file. ConfigError if it is missing or not a mapping."""
+def read_yaml(path: str, what: str = 'config file'):
+    """The content of a YAML file; ConfigError (one line, naming `what`) if it is missing or
+    not YAML."""
     if not os.path.isfile(path):
-        raise ConfigError(f'config file not found: {path}')
+        raise ConfigError(f'{what} not found: {path}')
     try:
         with open(path, encoding='utf-8') as f:
-            data = yaml.safe_load(f)
+            return yaml.safe_load(f)
     except yaml.YAMLError as exc:
         where = getattr(exc, 'problem_mark', None)
         line = f' (line {where.line + 1})' if where is not None else ''
         raise ConfigError(f'{path} is not valid YAML{line}') from None
+
+
+def read_config(path: str) -> dict:
+    """The option mapping of a recipe file. ConfigError if it is missing or not a mapping."""
+    data = read_yaml(path)
     if data is None:
         return {}
     if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from .config import read_yaml, shared_dir
 from .errors import UserError
 
 #: weight wrappers of BasicSR-style checkpoints ({'params': state_dict, ...})
@@ -514,29 +515,15 @@ def _check_scale(model: EntryModel, label: str, call: str, device) -> None:
                         '(check --entry_args and --scale)')
 
 
-def shared_root() -> str:
-    """The reference folder that relative paths of an entry list start from:
-    $ESR_SHARED, or ../shared."""
-    return os.environ.get('ESR_SHARED') or os.path.join('..', 'shared')
-
-
 def read_entry_list(path: str) -> list:
     """[EntrySpec] from a YAML file: `entries:` a list of mappings with the fields
     label, entry, checkpoint (paths relative to $ESR_SHARED unless absolute), class, args,
     state_key, data_range (1 or 255). UserError naming the file and entry on any problem."""
-    import yaml
-    if not os.path.isfile(path):
-        raise UserError(f'entry list not found: {path}')
-    try:
-        with open(path, encoding='utf-8') as f:
-            data = yaml.safe_load(f)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, 'problem_mark', None)
-        raise UserError(f'{path} is not valid YAML' + (f' (line {mark.line + 1})' if mark else '')) from None
+    data = read_yaml(path, 'entry list')
     items = data.get('entries') if isinstance(data, dict) else None
     if not isinstance(items, list) or not items:
         raise UserError(f'{path}: expected a mapping with a non-empty list "entries"')
-    root = shared_root()
+    root = shared_dir()
     specs, labels = [], set()
     for i, item in enumerate(items, 1):
         where = f'{path}: entry {i}'

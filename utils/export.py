@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .atomic import atomic_path
+from .config import shared_dir
 
 
 def conv_specs(model: torch.nn.Module) -> dict:
@@ -51,8 +52,8 @@ def onnx_max_difference(model: torch.nn.Module, path: str, lr_uint8: np.ndarray)
     x = uint8_to_tensor(lr_uint8, rng)
     with torch.no_grad():
         ref = model.eval().cpu()(x).numpy()
-    sess = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
-    out = sess.run(None, {'lr': x.numpy()})[0]
+    runtime = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    out = runtime.run(None, {'lr': x.numpy()})[0]
     return float(np.abs(out - ref).max() * 255.0 / rng)
 
 
@@ -61,11 +62,11 @@ class OnnxSR:
 
     def __init__(self, path: str, scale: int, input_range: float = 255.0, min_input_size: int = 15):
         import onnxruntime as ort
-        self.session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+        self.runtime = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
         self.scale, self.input_range, self.min_input_size = scale, input_range, min_input_size
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.session.run(None, {'lr': x.detach().cpu().float().numpy()})[0])
+        return torch.from_numpy(self.runtime.run(None, {'lr': x.detach().cpu().float().numpy()})[0])
 
 
 # ------------------------------------------------------------------------------------------
@@ -623,7 +624,7 @@ def main(argv=None) -> int:
     p.add_argument('what', choices=['widths', 'onnx', 'entry'])
     p.add_argument('checkpoint')
     p.add_argument('output', nargs='?')
-    shared = os.environ.get('ESR_SHARED', '../shared')
+    shared = shared_dir()
     p.add_argument('--image', default=os.path.join(shared, 'benchmark', 'Set5', 'LR_bicubic', 'X4',
                                                    'butterflyx4.png'),
                    help='real LR image the export is checked on (onnx, entry)')
