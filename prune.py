@@ -10,7 +10,7 @@ AdvancedSR (kernel pruning, then bias pruning, L2 fine-tuning):
     python prune.py --mode kernel --input ../shared/pretrained/team00_rlfn.pth --kernel_prune 3 \
         --out_dir exp/kp --loss l2
     python prune.py --mode bias --input exp/kp/pruned.pth --out_dir exp/bp --loss l2
-FMP-style joint channel + weight pruning to 60% of the (sparse) Params (utils/fmp.py):
+FMP-style joint channel + weight pruning to 60% of the (sparse) Params (utils/compress/fmp.py):
     python prune.py --mode fmp --input m.pth --out_dir exp/fmp --fmp_metric params --fmp_target 0.6 \
         --fmp_criterion total
 CLB block pruning (IMDN 8 -> 7 blocks; --sensitivity ranks the blocks first):
@@ -30,14 +30,18 @@ import os
 
 import torch
 
-from utils.checkpoint import check_output_dir, check_output_file, load_recognised_model, save_state_dict
-from utils.config import parse_with_config, shared_dir, write_resolved_config
-from utils.data import TrainingSet, find_training_pairs
-from utils.datasets import folder_set
-from utils.errors import UserError, check_option, run_cli
-from utils.prune_loop import iterative_prune, make_finetune
-from utils.pruning import IMPORTANCE_NAMES, make_importance, size_of
-from utils.training import TrainConfig, Trainer
+from models import load_recognised_model
+from utils.compress.block_pruning import block_drop_table, drop_blocks
+from utils.compress.fmp import run_fmp
+from utils.compress.kernel_pruning import bias_prune, eligible_convs, psnr_drop_table
+from utils.compress.prune_loop import _write_logs, iterative_prune, make_finetune, measure_row, progressive_kernel_prune
+from utils.compress.pruning import IMPORTANCE_NAMES, make_importance, size_of
+from utils.data import PatchBatches, TrainingSet, find_training_pairs
+from utils.data.eval_sets import folder_set
+from utils.engine.training import TrainConfig, Trainer
+from utils.io.checkpoint import check_output_dir, check_output_file, save_state_dict
+from utils.io.config import parse_with_config, shared_dir, write_resolved_config
+from utils.io.errors import UserError, check_option, run_cli
 
 SHARED = shared_dir()
 
@@ -51,7 +55,7 @@ def parse_args(argv=None):
     p.add_argument('--fmp_target', type=float, default=None,
                    help='fmp mode: remaining share of the metric, in (0, 1), e.g. 0.6')
     p.add_argument('--fmp_criterion', default='total',
-                   help='fmp mode: channel, weight, total_fixed or total (see utils/fmp.py)')
+                   help='fmp mode: channel, weight, total_fixed or total (see utils/compress/fmp.py)')
     p.add_argument('--sensitivity', action='store_true',
                    help='kernel or block mode: print the ranked sensitivity table and stop')
     p.add_argument('--kernel_prune', type=int, default=None, help='kernel mode: convs to turn 1×1')
@@ -147,7 +151,6 @@ def run(args) -> int:
     if not args.out_dir:
         raise UserError('--out_dir is required')
     if args.mode == 'fmp':
-        from utils.fmp import run_fmp
         return run_fmp(model, args, SHARED)
     if args.mode != 'channel':
         return other_modes(model, args)
@@ -161,7 +164,6 @@ def run(args) -> int:
 
     def grad_batch(step=0):
         # a different batch at every step; seeded, so a resumed run draws the same ones
-        from utils.data import PatchBatches
         return PatchBatches(cache, args.batch_size, [(args.patch_size, 1)], args.seed + 7919)[step]
 
     model, rows = iterative_prune(
@@ -188,7 +190,6 @@ def write_result(model, rows: list, output: str) -> int:
 
 
 def print_sensitivity(model, args) -> int:
-    from utils.kernel_pruning import eligible_convs, psnr_drop_table
     val_set = folder_set(args.val_hr_dir, None, model.scale)
     rows = psnr_drop_table(model, eligible_convs(model), val_set, args.device)
     rows.sort(key=lambda r: -r['centre_share'])
@@ -200,7 +201,6 @@ def print_sensitivity(model, args) -> int:
 
 
 def print_block_sensitivity(model, args) -> int:
-    from utils.block_pruning import block_drop_table
     val_set = folder_set(args.val_hr_dir, None, model.scale)
     try:
         rows = block_drop_table(model, val_set, args.device)
@@ -242,11 +242,9 @@ def make_finetuner(model, args, val_set):
 
 def other_modes(model, args) -> int:
     """kernel / bias / block pruning, each followed by fine-tuning."""
-    from utils.prune_loop import _write_logs, measure_row, progressive_kernel_prune
     val_set = validation_set_of(args, model)
     output = args.output or os.path.join(args.out_dir, 'pruned.pth')
     if args.mode == 'block':
-        from utils.block_pruning import drop_blocks
         if not args.drop_blocks:
             raise UserError('--mode block needs --drop_blocks')
         try:
@@ -265,7 +263,6 @@ def other_modes(model, args) -> int:
         os.makedirs(args.out_dir, exist_ok=True)
         rows = [{'step': 0, **measure_row(model, val_set, args.device)}]
         if args.mode == 'bias':
-            from utils.kernel_pruning import bias_prune
             removed = bias_prune(model, args.bias_keep)
             print(f'removed the biases of {len(removed)} convs: {", ".join(removed)}')
         finetune, _ = make_finetuner(model, args, val_set)

@@ -19,10 +19,15 @@ import os
 import numpy as np
 import torch
 
-from utils.checkpoint import check_output_file, load_recognised_model, save_state_dict
-from utils.config import parse_with_config, shared_dir
-from utils.errors import UserError, check_option, run_cli
-from utils.model_summary import (
+from models import BranchRFDN, load_recognised_model
+from models.clb_imdn import CollapsibleConv
+from utils.compress.collapse import collapse_model
+from utils.compress.reparam import branch_to_parallel, fold_parallel
+from utils.io.checkpoint import check_output_file, save_state_dict
+from utils.io.config import parse_with_config, shared_dir
+from utils.io.errors import UserError, check_option, run_cli
+from utils.io.image_io import imread_rgb, uint8_to_tensor
+from utils.metrics.model_summary import (
     count_params,
     fvcore_flops,
     longest_conv_path,
@@ -59,8 +64,6 @@ def parse_args(argv=None):
 
 def transform(model, args):
     if args.mode == 'merge':
-        from models import BranchRFDN
-        from utils.reparam import branch_to_parallel, fold_parallel
         if not isinstance(model, BranchRFDN):
             raise UserError(f'{args.input} is a {type(model).__name__}, not a BranchRFDN: nothing to merge')
         try:
@@ -69,8 +72,6 @@ def transform(model, args):
             raise UserError(f'{args.input} is not mergeable: {exc}') from None
         return fold_parallel(out) if args.fold else out
     if args.mode == 'collapse':
-        from models.clb_imdn import CollapsibleConv
-        from utils.collapse import collapse_model
         if not any(isinstance(m, CollapsibleConv) for m in model.modules()):
             raise UserError(f'{args.input} is a {type(model).__name__} without collapsible convs: '
                             'nothing to collapse')
@@ -78,7 +79,6 @@ def transform(model, args):
             return collapse_model(model)
         except (TypeError, ValueError) as exc:
             raise UserError(f'{args.input}: cannot collapse: {exc}') from None
-    from utils.reparam import fold_parallel
     try:
         return fold_parallel(model)
     except (TypeError, ValueError) as exc:
@@ -91,7 +91,6 @@ def max_difference(a, b, image_path: str | None) -> dict:
     inputs = [torch.rand(1, 3, h, w, generator=rng) for h, w in ((32, 32), (48, 37), (64, 64))]
     names = ['random 32×32', 'random 48×37', 'random 64×64']
     if image_path and os.path.isfile(image_path):
-        from utils.image_io import imread_rgb, uint8_to_tensor
         inputs.append(uint8_to_tensor(imread_rgb(image_path), 1.0))
         names.append(os.path.basename(image_path))
     out = {}

@@ -24,11 +24,10 @@ import torch
 
 from models import MODEL_REGISTRY, load_model
 from models.zoo import MODEL_ZOO
-from utils.checkpoint import acquire_output_lock, check_output_dir, check_output_file, release_output_lock
-from utils.datasets import check_set, discover_ntire_sets, folder_set, sample_set
-from utils.entries import EntrySpec, load_entry, read_entry_list
-from utils.errors import UserError, check_option, run_cli
-from utils.evaluate import (
+from utils.compress.export import OnnxSR
+from utils.data.eval_sets import check_set, discover_ntire_sets, folder_set, sample_set
+from utils.engine.entries import EntrySpec, load_entry, read_entry_list
+from utils.engine.evaluate import (
     BicubicUpsampler,
     complexity,
     evaluate,
@@ -37,6 +36,9 @@ from utils.evaluate import (
     set_record,
     write_results,
 )
+from utils.io.checkpoint import acquire_output_lock, check_output_dir, check_output_file, release_output_lock
+from utils.io.errors import UserError, check_option, run_cli
+from utils.metrics.model_summary import interleaved_runtime
 
 
 def parse_args(argv=None):
@@ -205,7 +207,6 @@ def runtime_in_turns(models: list, results: dict, rounds: int, device) -> None:
     network is timed in turn (3 calls each, 1×3×256×256 LR): on a CPU whose speed drifts,
     models timed one after another are compared across different phases of the machine,
     which can move a runtime ratio by 20% or more. Bicubic keeps its own timing."""
-    from utils.model_summary import interleaved_runtime
     nets = {label: m for label, m in models if label != 'bicubic'}
     inputs = {}
     for label, m in nets.items():
@@ -278,7 +279,6 @@ def main(argv=None) -> int:
         models.append((spec.name, model.half() if args.fp16 else model))
     onnx_counts = {}
     if args.onnx:
-        from utils.export import OnnxSR
         onnx_path, source = args.onnx
         if not os.path.isfile(onnx_path):
             raise UserError(f'ONNX file not found: {onnx_path}')

@@ -1,4 +1,4 @@
-"""Train any model of this repository; one engine for every stage (utils/training.py).
+"""Train any model of this repository; one engine for every stage (utils/engine/training.py).
 
 PRFDN stage 1 (SRFDBs only, feature distillation from the official RFDN):
     python train.py --model BranchRFDN --init_from_rfdn ../shared/pretrained/rfdn_baseline.pth \
@@ -21,11 +21,13 @@ import os
 import torch
 
 from models import MODEL_REGISTRY, build_model, convert_from, load_model
-from utils.checkpoint import check_output_dir
-from utils.config import parse_with_config, shared_dir, write_resolved_config
 from utils.data import find_training_pairs, parse_patch_schedule
-from utils.errors import UserError, check_option, run_cli
-from utils.training import TrainConfig, Trainer
+from utils.data.eval_sets import folder_set
+from utils.engine.training import TrainConfig, Trainer
+from utils.io.checkpoint import check_output_dir
+from utils.io.config import parse_with_config, shared_dir, write_resolved_config
+from utils.io.errors import UserError, check_option, run_cli
+from utils.io.image_io import uint8_to_tensor
 
 SHARED = shared_dir()
 
@@ -183,8 +185,6 @@ def main(argv=None) -> int:
 def report_gap(student, teacher, args) -> int:
     """Relative L2 distance ||f_s - f_t|| / ||f_t|| per distillation feature, on the
     validation set's LR images (BranchRFDN: input of branch k vs teacher block k-1 output)."""
-    from utils.datasets import folder_set
-    from utils.image_io import uint8_to_tensor
     if teacher is None or not hasattr(student, 'distillation_features'):
         raise UserError('--report_gap needs --teacher and a student with distillation features')
     val = folder_set(args.val_hr_dir, None, args.scale)

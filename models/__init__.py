@@ -11,8 +11,8 @@ import os
 
 import torch
 
-from utils.checkpoint import describe_mismatch, load_strict, read_state_dict
-from utils.errors import UserError
+from utils.io.checkpoint import describe_mismatch, load_strict, read_state_dict
+from utils.io.errors import UserError
 
 from . import (  # noqa: F401  (registers the families)
     clb_imdn,  # noqa: F401
@@ -29,7 +29,7 @@ from .rfdn import RFDN
 from .rlfn import RLFN, RLFN_NTIRE2022
 
 __all__ = ['MODEL_REGISTRY', 'SRModel', 'build_model', 'get_model_class', 'recognise',
-           'register_model', 'model_from_state_dict', 'load_model', 'RFDN', 'RLFN',
+           'register_model', 'model_from_state_dict', 'load_model', 'load_recognised_model', 'RFDN', 'RLFN',
            'RLFN_NTIRE2022', 'IMDN', 'BranchRFDN', 'ParallelRFDN', 'CLBIMDN', 'CONVERSIONS', 'convert_from']
 
 # training-time architectures that start from a pre-trained model of another family:
@@ -94,3 +94,14 @@ def convert_from(target: str, path: str, device: str | torch.device = 'cpu', **o
         raise UserError(f'--init_from converts into {", ".join(sorted(CONVERSIONS))}, not {target}')
     source, convert = CONVERSIONS[target]
     return convert(load_model(path, source), **options).to(device)
+
+
+def load_recognised_model(path: str, device='cpu', what: str = 'checkpoint'):
+    """`models.load_model` for scripts that have no --model flag: the architecture must be
+    recognised from the tensor names, and the error says which families are known rather
+    than advising a flag the script does not have. Returns the model in eval mode."""
+    state = read_state_dict(path)
+    if recognise(state) is None:
+        raise UserError(f'cannot recognise the architecture of {what} {path}: its tensor names fit none '
+                        f'of this repository\'s models ({", ".join(sorted(MODEL_REGISTRY))})')
+    return model_from_state_dict(state, label=os.path.basename(path)).to(device).eval()

@@ -5,7 +5,7 @@ and a parallel 1×1 conv (optionally also an identity branch) whose outputs are 
 *before* the non-linearity. The sum of linear maps is one linear map, so after training
 each CollapsibleConv folds into a single k×k conv (`CollapsibleConv.collapse`) and the
 whole network becomes a plain `IMDN` with the same inference cost
-(`utils.collapse.collapse_model`).
+(`utils.compress.collapse.collapse_model`).
 
 Checkpoint layout (uncollapsed): IMDN's keys, except that each block conv
 `model.1.sub.{i}.conv{1,2,3}.0` / `model.1.sub.{i}.conv4` gains a level: `.conv.weight`,
@@ -138,7 +138,7 @@ class CLBIMDN(IMDN):
     """IMDN with collapsible linear blocks. (N, 3, H, W) in 0–1 -> (N, 3, sH, sW) in 0–1.
 
     Same constructor as IMDN (nc, nb, upscale, ...). Train this form, then
-    `utils.collapse.collapse_model(model)` gives the plain IMDN for inference.
+    `utils.compress.collapse.collapse_model(model)` gives the plain IMDN for inference.
     """
 
     def __init__(self, in_nc: int = 3, out_nc: int = 3, nc: int = 64, nb: int = 8,

@@ -12,6 +12,8 @@ import math
 import torch
 import torch.nn as nn
 
+from utils.io.errors import UserError
+
 from .blocks import apply_conv_overrides, conv_overrides_from_state_dict
 
 MODEL_REGISTRY: dict[str, type] = {}
@@ -87,7 +89,6 @@ def build_model(name: str, **kwargs) -> SRModel:
 def get_model_class(name: str) -> type:
     lookup = {k.lower(): v for k, v in MODEL_REGISTRY.items()}
     if name.lower() not in lookup:
-        from utils.errors import UserError
         raise UserError(f'unknown model "{name}"; known: {", ".join(sorted(MODEL_REGISTRY))}')
     return lookup[name.lower()]
 

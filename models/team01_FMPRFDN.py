@@ -24,7 +24,7 @@ Branch for `select_model` in the organizers' test_demo.py (model_id: the number 
         model.load_state_dict(torch.load(model_path, map_location='cpu'), strict=True)
 
 Generated from the checkpoint's tensors by
-    python -m utils.export entry model_zoo/team01_FMPRFDN.pth models/team01_FMPRFDN.py --model_id 4
+    python -m utils.compress.export entry model_zoo/team01_FMPRFDN.pth models/team01_FMPRFDN.py --model_id 4
 """
 import torch
 import torch.nn as nn

@@ -24,7 +24,7 @@ Branch for `select_model` in the organizers' test_demo.py (model_id: the number 
         model.load_state_dict(torch.load(model_path, map_location='cpu'), strict=True)
 
 Generated from the checkpoint's tensors by
-    python -m utils.export entry model_zoo/team01_RLFNKP.pth models/team01_RLFNKP.py --model_id 3
+    python -m utils.compress.export entry model_zoo/team01_RLFNKP.pth models/team01_RLFNKP.py --model_id 3
 """
 import torch.nn as nn
 import torch.nn.functional as F

@@ -22,20 +22,20 @@ import reparam
 import test_demo
 import train
 from models import IMDN, RFDN
-from utils.checkpoint import (
+from utils.data.eval_sets import folder_set
+from utils.engine.evaluate import write_results
+from utils.engine.inference import forward_tiled
+from utils.io.checkpoint import (
     acquire_output_lock,
     check_output_dir,
     check_output_file,
     release_output_lock,
     save_state_dict,
 )
-from utils.datasets import folder_set
-from utils.errors import UserError
-from utils.evaluate import write_results
-from utils.image_io import imread_rgb
-from utils.inference import forward_tiled
-from utils.matlab_functions import imresize
-from utils.metrics import calculate_psnr
+from utils.io.errors import UserError
+from utils.io.image_io import imread_rgb
+from utils.io.matlab_functions import imresize
+from utils.metrics.psnr_ssim import calculate_psnr
 
 
 @pytest.fixture(autouse=True)

@@ -13,8 +13,8 @@ import models
 from models import CLBIMDN, IMDN, load_model
 from models.clb_imdn import CLBIMDB, CollapsibleConv, collapse_modules
 from models.imdn import IMDB
-from utils.checkpoint import read_state_dict, save_state_dict
-from utils.collapse import collapse_model
+from utils.compress.collapse import collapse_model
+from utils.io.checkpoint import read_state_dict, save_state_dict
 
 
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -4,7 +4,7 @@ import argparse
 
 import pytest
 
-from utils.config import ConfigError, parse_with_config, read_config, write_resolved_config
+from utils.io.config import ConfigError, parse_with_config, read_config, write_resolved_config
 
 
 def make_parser():
@@ -80,7 +80,7 @@ def test_merge_recipe_gives_the_tensors_of_the_flags(tmp_path, shared_dir):
 
     import reparam
     from models import RFDN, BranchRFDN
-    from utils.checkpoint import save_state_dict
+    from utils.io.checkpoint import save_state_dict
     torch.manual_seed(0)
     branch = tmp_path / 'branch.pth'
     save_state_dict(BranchRFDN.from_rfdn(RFDN(nf=8)).state_dict(), str(branch))
@@ -100,8 +100,8 @@ def test_pruning_run_repeats_from_its_written_recipe(tmp_path):
 
     import prune
     from models import RFDN, BranchRFDN
-    from utils.checkpoint import save_state_dict
-    from utils.reparam import branch_to_parallel
+    from utils.compress.reparam import branch_to_parallel
+    from utils.io.checkpoint import save_state_dict
     torch.manual_seed(0)
     src = tmp_path / 'parallel.pth'
     save_state_dict(branch_to_parallel(BranchRFDN.from_rfdn(RFDN(nf=12))).state_dict(), str(src))

@@ -21,9 +21,9 @@ from utils.data import (
 from utils.data.lmdb_store import read_lmdb_rgb, read_meta_info
 from utils.data.prepare import main as prepare_main
 from utils.data.prepare import sub_image_boxes
-from utils.errors import UserError
-from utils.image_io import imread_rgb
-from utils.matlab_functions import imresize, modcrop
+from utils.io.errors import UserError
+from utils.io.image_io import imread_rgb
+from utils.io.matlab_functions import imresize, modcrop
 
 
 def _image(rng, h, w):
@@ -233,7 +233,7 @@ def test_unreadable_images_are_skipped_with_a_warning(tmp_path):
     only_bad.mkdir()
     (only_bad / 'a.png').write_bytes(encoded.tobytes()[:len(encoded) // 2])
     from models import RFDN
-    from utils.training import TrainConfig, Trainer
+    from utils.engine.training import TrainConfig, Trainer
     cfg = TrainConfig(out_dir=str(tmp_path / 'out'), data_dirs=[str(only_bad)], batch_size=2,
                       patch_size=16, iters=2, val_every=0, workers=1, progress=False)
     with warnings.catch_warnings():

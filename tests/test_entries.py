@@ -1,5 +1,5 @@
-"""Published entries in the evaluator (utils/entries.py, test_demo.py --entry / --entry_list), and the
-check that stops silent wrong scores (utils/evaluate.py: check_output, preflight, evaluate's guard).
+"""Published entries in the evaluator (utils/engine/entries.py, test_demo.py --entry / --entry_list), and the
+check that stops silent wrong scores (utils/engine/evaluate.py: check_output, preflight, evaluate's guard).
 
 Look-alike checkpoints are built here for the purpose; images are small crops of real benchmark
 images from <shared>/benchmark; the published entries are read from <shared>/ntire2024.
@@ -17,9 +17,8 @@ import torch
 
 import test_demo
 from models import RFDN
-from utils.checkpoint import read_state_dict, save_state_dict
-from utils.datasets import EvalItem, EvalSet, bicubic_lr
-from utils.entries import (
+from utils.data.eval_sets import EvalItem, EvalSet, bicubic_lr
+from utils.engine.entries import (
     EntrySpec,
     cuda_calls_ignored,
     find_model_class,
@@ -29,11 +28,12 @@ from utils.entries import (
     read_entry_list,
     read_entry_state,
 )
-from utils.errors import UserError
-from utils.evaluate import BadOutputError, ScoreWarning, check_output, evaluate, preflight
-from utils.image_io import imread_rgb, tensor_to_uint8, uint8_to_tensor
-from utils.inference import super_resolve_tensor
-from utils.metrics import calculate_psnr
+from utils.engine.evaluate import BadOutputError, ScoreWarning, check_output, evaluate, preflight
+from utils.engine.inference import super_resolve_tensor
+from utils.io.checkpoint import read_state_dict, save_state_dict
+from utils.io.errors import UserError
+from utils.io.image_io import imread_rgb, tensor_to_uint8, uint8_to_tensor
+from utils.metrics.psnr_ssim import calculate_psnr
 
 CROP = 96  # HR side of the crops: LR 24×24, above ESA's 15-pixel minimum
 
@@ -410,7 +410,7 @@ def test_published_span_loads_on_cpu_and_scores(shared_dir, crop_set, one_thread
 
 
 def bicubic_up(item):
-    from utils.matlab_functions import imresize
+    from utils.io.matlab_functions import imresize
     return imresize(item.load_lr(), 4.0)
 
 
@@ -509,7 +509,7 @@ def test_nan_weight_is_an_error_naming_model_and_weight(rfdn_state, crop_set, on
                        match=r'^nan_rfdn on crops/baby .*NaN/Inf values.*B2\.c1_d\.weight: 1 value'):
         scored(model, crop_set, label='nan_rfdn')
     with pytest.raises(BadOutputError):  # mean_psnr_y (training validation, pruning) goes the same way
-        from utils.evaluate import mean_psnr_y
+        from utils.engine.evaluate import mean_psnr_y
         mean_psnr_y(model, crop_set)
 
 
@@ -661,7 +661,7 @@ def test_entry_files_that_cannot_be_imported(tmp_path):
 
 
 def test_a_failing_flop_counter_gives_none_not_a_crash(monkeypatch):
-    import utils.evaluate as ev
+    import utils.engine.evaluate as ev
 
     def fails(model):
         raise RuntimeError('unsupported op aten::exotic')

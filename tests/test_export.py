@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from models import RFDN, BranchRFDN
-from utils.errors import UserError
-from utils.export import OnnxSR, conv_specs, export_onnx, onnx_max_difference
-from utils.reparam import branch_to_parallel
+from utils.compress.export import OnnxSR, conv_specs, export_onnx, onnx_max_difference
+from utils.compress.reparam import branch_to_parallel
+from utils.io.errors import UserError
 
 
 def test_onnx_matches_pytorch(tmp_path):
@@ -34,7 +34,7 @@ def test_conv_specs_rebuild():
 
 
 def test_ntire_score():
-    from utils.score import ntire_score
+    from utils.metrics.score import ntire_score
     base = {'runtime_256': 100.0, 'flops': 20.0, 'num_parameters': 0.4}
     assert abs(ntire_score(base, base)['total'] - np.exp(2)) < 1e-9
     half = {'runtime_256': 50.0, 'flops': 10.0, 'num_parameters': 0.2}
@@ -65,8 +65,8 @@ def _imported_roots(path) -> set:
 def _family_model(family):
     """A small model of each architecture the entry templates cover, random weights."""
     from models import CLBIMDN, IMDN, RLFN, RLFN_NTIRE2022
-    from utils.collapse import collapse_model
-    from utils.kernel_pruning import bias_prune, replace_with_1x1
+    from utils.compress.collapse import collapse_model
+    from utils.compress.kernel_pruning import bias_prune, replace_with_1x1
     if family == 'RFDN-pruned':        # irregular widths, as FMP-RFDN ships it
         return RFDN(nf=8, num_modules=2, upscale=2,
                     conv_overrides={'B1.c1_d': (8, 3, 1, True), 'B1.c5': (15, 8, 1, True)})
@@ -103,8 +103,8 @@ def test_entry_file_is_standalone_and_exact_for_every_family(family, tmp_path, o
     """Checkpoint -> load_model -> entry file; the file imports only torch, its class builds with no
     arguments, loads the checkpoint strictly and computes exactly the repository's model."""
     from models import load_model
-    from utils.checkpoint import save_state_dict
-    from utils.export import write_entry
+    from utils.compress.export import write_entry
+    from utils.io.checkpoint import save_state_dict
     torch.manual_seed(0)
     ckpt = str(tmp_path / 'team99_SHIPPED.pth')
     save_state_dict(_family_model(family).state_dict(), ckpt)
@@ -126,7 +126,7 @@ def test_entry_refusals_write_nothing(tmp_path):
     """Architectures without a template, file names organizers cannot use, a class name that
     shadows a block of the file: one-line UserError, no file."""
     from models import CLBIMDN, IMDN
-    from utils.export import write_entry
+    from utils.compress.export import write_entry
     cases = [(CLBIMDN(nc=8, nb=1), 'team99_CLB.py', 'collapse it first'),      # uncollapsed keys
              (BranchRFDN(nf=8, num_modules=2), 'team99_BR.py', 'no entry template for BranchRFDN'),
              (IMDN(nc=8, nb=1), 'IMDN_entry.py', 'teamXX_NAME.py'),
@@ -140,7 +140,7 @@ def test_entry_refusals_write_nothing(tmp_path):
 
 def test_check_entry_catches_a_wrong_rendering(tmp_path):
     """The check that guards every written entry fails on a file that computes something else."""
-    from utils.export import check_entry, render_entry
+    from utils.compress.export import check_entry, render_entry
     torch.manual_seed(0)
     model = RFDN(nf=8, num_modules=1).eval()
     path = str(tmp_path / 'team99_X.py')
@@ -154,11 +154,11 @@ def test_check_entry_catches_a_wrong_rendering(tmp_path):
 
 
 def test_entry_cli(tmp_path, shared_dir, capsys):
-    """`python -m utils.export entry CKPT OUT.py --model_id N`: the branch names N; the check runs on
+    """`python -m utils.compress.export entry CKPT OUT.py --model_id N`: the branch names N; the check runs on
     the real image; a bad output name fails before the checkpoint is read."""
     from models import IMDN
-    from utils.checkpoint import save_state_dict
-    from utils.export import main
+    from utils.compress.export import main
+    from utils.io.checkpoint import save_state_dict
     torch.manual_seed(0)
     ckpt = str(tmp_path / 'team07_Tiny.pth')
     save_state_dict(IMDN(nc=8, nb=1).state_dict(), ckpt)
@@ -175,7 +175,7 @@ def test_entry_cli(tmp_path, shared_dir, capsys):
 def test_score_cli_scores_several_models(tmp_path, capsys):
     import json
 
-    from utils.score import main
+    from utils.metrics.score import main
 
     def rec(ms, g, p):
         return {'runtime_256': ms, 'flops': g, 'num_parameters': p}

@@ -1,4 +1,4 @@
-"""FMP-style joint channel + weight pruning (utils/fmp.py): budgets, shares, masks, CLI."""
+"""FMP-style joint channel + weight pruning (utils/compress/fmp.py): budgets, shares, masks, CLI."""
 import json
 import os
 import subprocess
@@ -9,10 +9,10 @@ import torch
 import torch.nn as nn
 
 from models import RFDN, load_model
-from utils.checkpoint import save_state_dict
-from utils.errors import UserError
-from utils.fmp import CRITERIA, apply_masks, fmp_prune, masks_from_zeros, sparse_size, table_line
-from utils.model_summary import count_params, ntire_flops
+from utils.compress.fmp import CRITERIA, apply_masks, fmp_prune, masks_from_zeros, sparse_size, table_line
+from utils.io.checkpoint import save_state_dict
+from utils.io.errors import UserError
+from utils.metrics.model_summary import count_params, ntire_flops
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -111,7 +111,7 @@ def _image_folder(root, n=2, size=96):
 
 
 def test_masks_survive_finetuning(tmp_path):
-    from utils.training import TrainConfig, Trainer
+    from utils.engine.training import TrainConfig, Trainer
     data = _image_folder(tmp_path / 'train' / 'HR')
     calls = []
 

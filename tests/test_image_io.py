@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from utils.errors import UserError
-from utils.image_io import imread_rgb, imwrite_rgb, list_images, tensor_to_uint8, uint8_to_tensor
+from utils.io.errors import UserError
+from utils.io.image_io import imread_rgb, imwrite_rgb, list_images, tensor_to_uint8, uint8_to_tensor
 
 
 def _write(path, array):

@@ -1,12 +1,12 @@
-"""Tiling and small-image padding of utils.inference."""
+"""Tiling and small-image padding of utils.engine.inference."""
 import numpy as np
 import pytest
 import torch
 
 from models import RFDN, load_model
-from utils.datasets import folder_set
-from utils.evaluate import evaluate
-from utils.inference import forward_padded, forward_tiled
+from utils.data.eval_sets import folder_set
+from utils.engine.evaluate import evaluate
+from utils.engine.inference import forward_padded, forward_tiled
 
 
 class PointwiseSR(torch.nn.Module):
@@ -59,8 +59,8 @@ def test_tiling_bounds_memory(shared_dir):
     """A 384×384 LR (1536² output) with RFDN: tiles of 96 keep the peak far below untiled."""
     import cv2
 
-    from utils.inference import super_resolve
-    from utils.model_summary import PeakMemory
+    from utils.engine.inference import super_resolve
+    from utils.metrics.model_summary import PeakMemory
     model = load_model(f'{shared_dir}/pretrained/rfdn_baseline.pth')
     rng = np.random.default_rng(0)
     lr = cv2.GaussianBlur(rng.integers(0, 256, (384, 384, 3), dtype=np.uint8), (5, 5), 2)
@@ -82,7 +82,7 @@ def test_fp16_path_matches_fp32(repo_root, shared_dir, tmp_path):
     timed with CUDA events."""
     import cv2
 
-    from utils.model_summary import measure_runtime, summarize
+    from utils.metrics.model_summary import measure_runtime, summarize
     hr_dir = tmp_path / 'crops' / 'HR'
     hr_dir.mkdir(parents=True)
     for name in ('butterfly', 'head'):

@@ -10,17 +10,17 @@ import torch
 import torch.nn as nn
 
 from models import IMDN, RFDN, RLFN, RLFN_NTIRE2022, load_model
-from utils.block_pruning import drop_blocks
-from utils.checkpoint import read_state_dict, save_state_dict
-from utils.datasets import folder_set
-from utils.image_io import imwrite_rgb
-from utils.kernel_pruning import (
+from utils.compress.block_pruning import drop_blocks
+from utils.compress.kernel_pruning import (
     bias_prune,
     centre_tap_share,
     eligible_convs,
     psnr_drop_table,
     replace_with_1x1,
 )
+from utils.data.eval_sets import folder_set
+from utils.io.checkpoint import read_state_dict, save_state_dict
+from utils.io.image_io import imwrite_rgb
 
 ADVANCEDSR_1X1 = ['block_4.c2_r', 'conv_2', 'upsampler.0']
 
@@ -279,8 +279,8 @@ def test_drop_blocks_keeps_kernel_and_bias_pruned_convs():
 
 
 def test_block_drop_table_matches_drop_blocks(tmp_path):
-    from utils.block_pruning import block_drop_table
-    from utils.evaluate import evaluate
+    from utils.compress.block_pruning import block_drop_table
+    from utils.engine.evaluate import evaluate
     eval_set = smooth_eval_set(tmp_path / 'HR', scale=2)
     torch.manual_seed(0)
     model = IMDN(nc=12, nb=3, upscale=2).eval()

@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from utils.image_io import imread_rgb, list_images
-from utils.matlab_functions import imresize, modcrop, rgb2ycbcr, shave
+from utils.io.image_io import imread_rgb, list_images
+from utils.io.matlab_functions import imresize, modcrop, rgb2ycbcr, shave
 
 
 def _psnr_from_mse(mse):

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from utils.metrics import calculate_psnr, calculate_ssim
+from utils.metrics.psnr_ssim import calculate_psnr, calculate_ssim
 
 
 def _random_image(seed, shape=(48, 40, 3)):

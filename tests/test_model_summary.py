@@ -1,4 +1,4 @@
-"""utils.model_summary: the NTIRE figures of the official checkpoints and small hand-made cases."""
+"""utils.metrics.model_summary: the NTIRE figures of the official checkpoints and small hand-made cases."""
 import os
 import time
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn as nn
 
+import utils.metrics.model_summary as ms
 from models import load_model
-from utils import model_summary as ms
 
 # Published figures on one 3×256×256 input (params in M, FLOPs in G, activations in M).
 # 'flops' is the NTIRE 2022/2023 hook counter (every LeakyReLU call counts, conv bias does
@@ -163,9 +163,9 @@ def test_peak_memory_cpu():
 
 def test_interleaved_runtime_times_every_model_in_turns(tmp_path):
     from models import RFDN
-    from utils.checkpoint import save_state_dict
-    from utils.errors import UserError
-    from utils.model_summary import interleaved_runtime, main
+    from utils.io.checkpoint import save_state_dict
+    from utils.io.errors import UserError
+    from utils.metrics.model_summary import interleaved_runtime, main
     torch.manual_seed(0)
     small, big = RFDN(nf=8, num_modules=1).eval(), RFDN(nf=16, num_modules=2).eval()
     res = interleaved_runtime({'small': small, 'big': big}, torch.rand(1, 3, 24, 24) * 255,

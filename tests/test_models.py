@@ -17,8 +17,8 @@ import torch.serialization
 import models
 from models import IMDN, RFDN, RLFN, RLFN_NTIRE2022, load_model, model_from_state_dict
 from models.blocks import apply_conv_overrides, conv_spec
-from utils.checkpoint import read_state_dict, save_state_dict
-from utils.errors import UserError
+from utils.io.checkpoint import read_state_dict, save_state_dict
+from utils.io.errors import UserError
 
 OFFICIAL = {
     'rfdn_baseline.pth': RFDN,

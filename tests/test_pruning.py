@@ -7,10 +7,8 @@ import pytest
 import torch
 
 from models import IMDN, RFDN, RLFN, BranchRFDN, load_model, model_from_state_dict
-from utils.checkpoint import save_state_dict
-from utils.errors import UserError
-from utils.prune_loop import iterative_prune
-from utils.pruning import (
+from utils.compress.prune_loop import iterative_prune
+from utils.compress.pruning import (
     channel_groups,
     example_input,
     prepare_for_pruning,
@@ -20,7 +18,9 @@ from utils.pruning import (
     size_of,
     zero_group_channels,
 )
-from utils.reparam import branch_to_parallel
+from utils.compress.reparam import branch_to_parallel
+from utils.io.checkpoint import save_state_dict
+from utils.io.errors import UserError
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 

@@ -8,8 +8,8 @@ import torch
 import torch.nn as nn
 
 from models import RFDN, BranchRFDN, ParallelRFDN, model_from_state_dict
-from utils.checkpoint import save_state_dict
-from utils.reparam import branch_to_parallel, fold_parallel, merge_block_diagonal
+from utils.compress.reparam import branch_to_parallel, fold_parallel, merge_block_diagonal
+from utils.io.checkpoint import save_state_dict
 
 
 def random_branch(nf, scale, n=4, seed=0):
@@ -53,7 +53,7 @@ def test_merge_is_exact(nf, scale, grouped, cat_as_conv, split_as_conv):
 
 
 def test_grouped_has_n_times_fewer_block_flops():
-    from utils.model_summary import ntire_flops
+    from utils.metrics.model_summary import ntire_flops
     branch = random_branch(8, 4)
     dense, grouped = branch_to_parallel(branch), branch_to_parallel(branch, grouped=True)
     f_branch = ntire_flops(branch, (3, 32, 32))

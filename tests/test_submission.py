@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from models import load_model
-from utils.image_io import imread_rgb, uint8_to_tensor
-from utils.model_summary import count_params, ntire_flops
+from utils.io.image_io import imread_rgb, uint8_to_tensor
+from utils.metrics.model_summary import count_params, ntire_flops
 
 # entry class (file models/team01_NAME.py, checkpoint model_zoo/team01_NAME.pth)
 SHIPPED_ENTRIES = ['PRFDN', 'CLBIMDN', 'RLFNKP', 'FMPRFDN']
@@ -85,11 +85,11 @@ def test_entry_is_standalone_and_equals_the_repository_model(name, repo_root, sh
 
 @pytest.mark.parametrize('name', SHIPPED_ENTRIES)
 def test_entry_file_is_what_the_generator_writes(name, repo_root):
-    """models/team01_NAME.py is `python -m utils.export entry model_zoo/team01_NAME.pth
+    """models/team01_NAME.py is `python -m utils.compress.export entry model_zoo/team01_NAME.pth
     models/team01_NAME.py` of today's generator and checkpoint, and its select_model branch uses
     the checkpoint's --model_id of models/zoo.py."""
     from models.zoo import MODEL_ZOO
-    from utils.export import render_entry
+    from utils.compress.export import render_entry
     entry_path, ckpt = _paths(repo_root, name)
     source = render_entry(load_model(ckpt), f'model_zoo/team01_{name}.pth', f'models/team01_{name}.py')
     assert open(entry_path, encoding='utf-8').read() == source
@@ -212,7 +212,7 @@ def test_committed_branch_checkpoint_merges_exactly(repo_root):
     """model_zoo/branch/BranchRFDN_x4.pth (the trained branch model of the README, stage 7) is a
     strict BranchRFDN, and its merge into one wide model is exact on its real weights."""
     from models import BranchRFDN
-    from utils.reparam import branch_to_parallel
+    from utils.compress.reparam import branch_to_parallel
     branch = load_model(os.path.join(repo_root, 'model_zoo', 'branch', 'BranchRFDN_x4.pth'))
     assert isinstance(branch, BranchRFDN)
     parallel = branch_to_parallel(branch, cat_as_conv=True, split_as_conv=True).eval()

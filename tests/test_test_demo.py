@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from models import IMDN, RFDN
-from utils.checkpoint import save_state_dict
+from utils.io.checkpoint import save_state_dict
 
 
 def run_demo(repo_root, *args, cwd=None):
@@ -118,7 +118,7 @@ def test_runtime_in_turns(repo_root, tiny_data):
 def _assert_refused(argv, *needles):
     """test_demo.main(argv) stops with a one-line UserError containing every needle."""
     import test_demo
-    from utils.errors import UserError
+    from utils.io.errors import UserError
     with pytest.raises(UserError) as caught:
         test_demo.main(argv)
     message = str(caught.value)
@@ -168,7 +168,7 @@ def test_model_range_is_respected():
     """IMDN works in 0-1, RFDN in 0-255: super_resolve must scale for each, so a model
     that is the identity in its own range gives back the image (here: nearest upsampling
     of the LR written as a pixel-shuffle conv)."""
-    from utils.inference import super_resolve
+    from utils.engine.inference import super_resolve
     lr = np.random.default_rng(1).integers(0, 256, (16, 16, 3), dtype=np.uint8)
     expected = lr.repeat(2, axis=0).repeat(2, axis=1)
     for model in (IMDN(nc=4, nb=1, upscale=2), RFDN(nf=4, num_modules=1, upscale=2)):
@@ -187,7 +187,7 @@ def test_ntire_layout_discovery_and_include_test(repo_root, tmp_path):
     data = tmp_path / 'data'
     for sub in ('DIV2K_valid_HR', 'DIV2K_valid_LR_bicubic/X4', 'DIV2K_test_LR_bicubic/X4'):
         (data / sub).mkdir(parents=True)
-    from utils.matlab_functions import imresize
+    from utils.io.matlab_functions import imresize
     hr = cv2.GaussianBlur(rng.integers(0, 256, (64, 48, 3), dtype=np.uint8), (5, 5), 2)
     cv2.imwrite(str(data / 'DIV2K_valid_HR' / '0801.png'), hr)
     cv2.imwrite(str(data / 'DIV2K_valid_LR_bicubic/X4' / '0801x4.png'), imresize(hr, 0.25))
@@ -212,7 +212,7 @@ def test_unique_labels_for_same_file_names():
 def test_labels_name_the_checkpoints():
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from test_demo import parse_args, select_checkpoints
-    from utils.errors import UserError
+    from utils.io.errors import UserError
     args = parse_args(['--checkpoint', 'a/x.pth', 'b/y.pth', '--labels', 'IMDN-7', 'IMDN-7 + CLB'])
     assert select_checkpoints(args) == [('IMDN-7', 'a/x.pth'), ('IMDN-7 + CLB', 'b/y.pth')]
     for bad in (['--checkpoint', 'a.pth', 'b.pth', '--labels', 'one'],

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from models import RFDN, BranchRFDN, load_model
-from utils.checkpoint import save_state_dict
 from utils.data import PatchBatches, TrainingSet, find_training_pairs, parse_patch_schedule
-from utils.errors import UserError
+from utils.io.checkpoint import save_state_dict
+from utils.io.errors import UserError
 
 
 def _images(folder, sizes, seed=0):
@@ -93,7 +93,7 @@ def test_resume_after_sigkill_matches_uninterrupted(repo_root, tiny):
 def test_resume_with_raised_iters_stretches_the_schedule(repo_root, tiny):
     """A finished cosine run resumed with a larger --iters trains on to the new total, its LR
     following the cosine of the new length (the README's way of continuing a run)."""
-    from utils.training import TrainConfig
+    from utils.engine.training import TrainConfig
     tmp, data, val, ckpt = tiny
     common = ['--scheduler', 'cosine', '--save_every', '4', '--val_every', '0']
     first = run(train_cmd(repo_root, tmp / 'r', data, val, ckpt, '--iters', '4', *common), repo_root)
@@ -128,7 +128,7 @@ def test_torchrun_two_processes_matches_one(repo_root, tiny):
 def test_feature_distillation_trains_only_srfdbs(repo_root, tmp_path):
     """Stage 1 of PRFDN on a tiny RFDN: SRFDBs move towards the teacher's blocks, the rest
     is untouched, and the distillation loss falls."""
-    from utils.training import TrainConfig, Trainer
+    from utils.engine.training import TrainConfig, Trainer
     data = _images(tmp_path / 'data', [(96, 96), (96, 96)])
     torch.manual_seed(0)
     teacher = RFDN(nf=8, num_modules=3).eval()
@@ -196,7 +196,7 @@ def test_bad_input_stops_before_training(repo_root, tiny):
         (['--distill', 'output'], 'needs --teacher'),
     ]
     import train
-    from utils.errors import UserError
+    from utils.io.errors import UserError
     for extra, needle in cases:
         # in-process (tests/test_bad_input.py checks the exit code in a subprocess); later flags
         # win in argparse: the case's --data_dir / --model override the defaults
@@ -208,7 +208,7 @@ def test_bad_input_stops_before_training(repo_root, tiny):
 
 
 def test_ema_weights_are_exported(tmp_path):
-    from utils.training import TrainConfig, Trainer
+    from utils.engine.training import TrainConfig, Trainer
     data = _images(tmp_path / 'data', [(96, 96)])
     torch.manual_seed(0)
     model = RFDN(nf=8, num_modules=1)

@@ -8,11 +8,11 @@ bicubic (exact MATLAB-bicubic LR crops), batches (PatchBatches), schedule (patch
 schedules), lmdb_store (BasicSR-layout LMDBs); `python -m utils.data.prepare` writes
 sub-images and LMDBs, `python -m utils.data.benchmark` measures the loader.
 """
-from .batches import PatchBatches, augment, draw_patch
-from .bicubic import bicubic_crop
-from .discovery import find_training_pairs, validation_set
-from .schedule import parse_patch_schedule, patch_size_at, stage_at
-from .training_set import TrainingSet, UnreadableImage
+from utils.data.batches import PatchBatches, augment, draw_patch
+from utils.data.bicubic import bicubic_crop
+from utils.data.discovery import find_training_pairs, validation_set
+from utils.data.schedule import parse_patch_schedule, patch_size_at, stage_at
+from utils.data.training_set import TrainingSet, UnreadableImage
 
 __all__ = ['PatchBatches', 'TrainingSet', 'UnreadableImage', 'augment', 'bicubic_crop', 'draw_patch',
            'find_training_pairs', 'parse_patch_schedule', 'patch_size_at', 'stage_at', 'validation_set']

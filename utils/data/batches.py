@@ -13,9 +13,9 @@ import warnings
 import numpy as np
 import torch
 
-from ..errors import UserError
-from .schedule import stage_at
-from .training_set import TrainingSet, UnreadableImage
+from utils.data.schedule import stage_at
+from utils.data.training_set import TrainingSet, UnreadableImage
+from utils.io.errors import UserError
 
 
 def draw_patch(lr_shape: tuple, patch: int, rng: np.random.Generator) -> tuple:

@@ -37,8 +37,9 @@ import time
 import cv2
 import numpy as np
 
-from ..atomic import atomic_write_bytes, atomic_write_text
-from ..errors import UserError, run_cli
+from utils.data import TrainingSet, find_training_pairs
+from utils.io.atomic import atomic_write_bytes, atomic_write_text
+from utils.io.errors import UserError, run_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HR_SIZE = (768, 1024)
@@ -229,7 +230,6 @@ def _log_rows(log_csv: str) -> list:
 
 def decoded_gb(data: str) -> float:
     """What decoding the whole set takes in memory (HR + LR, uint8 RGB), from the index."""
-    from . import TrainingSet, find_training_pairs
     index = TrainingSet(find_training_pairs([data], 4), 4, 1, progress=False)
     lr_pixels = int(np.prod(index.lr_shapes, axis=1).sum())
     return round(lr_pixels * 3 * (1 + 16) / 1e9, 2)

@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..matlab_functions import _contributions, _round_to_uint8_range
+from utils.io.matlab_functions import _contributions, _round_to_uint8_range
 
 
 @lru_cache(maxsize=64)

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import os
 
-from ..datasets import NTIRE_LAYOUTS, EvalSet, discover_ntire_sets, folder_set
-from ..errors import UserError
-from ..image_io import IMAGE_EXTENSIONS
-from .lmdb_store import is_lmdb_dir, read_meta_info
+from utils.data.eval_sets import NTIRE_LAYOUTS, EvalSet, discover_ntire_sets, folder_set
+from utils.data.lmdb_store import is_lmdb_dir, read_meta_info
+from utils.io.errors import UserError
+from utils.io.image_io import IMAGE_EXTENSIONS
 
 _FOLDER_LAYOUTS = (('DIV2K_train_HR', 'DIV2K_train_LR_bicubic/X{s}'),
                    ('HR/train', 'X{s}/train'),                       # LSDIR

@@ -17,8 +17,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..errors import UserError
-from ..image_io import imdecode_rgb
+from utils.io.atomic import atomic_write_text
+from utils.io.errors import UserError
+from utils.io.image_io import imdecode_rgb
 
 META_INFO = 'meta_info.txt'
 _META_LINE = re.compile(r'^(\S+)\s+\((\d+),\s*(\d+),\s*(\d+)\)(?:\s+(\d+))?\s*$')
@@ -105,7 +106,6 @@ def pack_lmdb(png_paths: list, keys: list, shapes: list, lmdb_dir: str, compress
     import lmdb
     from tqdm import tqdm
 
-    from ..atomic import atomic_write_text
     if len(set(keys)) != len(keys):
         raise UserError(f'duplicate image names for {lmdb_dir}')
     meta_path = os.path.join(lmdb_dir, META_INFO)

@@ -28,12 +28,12 @@ import warnings
 import numpy as np
 from tqdm import tqdm
 
-from ..errors import UserError, run_cli
-from ..image_io import imread_rgb, imwrite_rgb
-from ..matlab_functions import imresize, modcrop
-from .discovery import find_training_pairs
-from .lmdb_store import pack_lmdb, read_lmdb_rgb
-from .training_set import header_size
+from utils.data.discovery import find_training_pairs
+from utils.data.lmdb_store import pack_lmdb, read_lmdb_rgb
+from utils.data.training_set import header_size
+from utils.io.errors import UserError, run_cli
+from utils.io.image_io import imread_rgb, imwrite_rgb
+from utils.io.matlab_functions import imresize, modcrop
 
 
 def sub_image_starts(length: int, crop: int, step: int, thresh: int) -> list:

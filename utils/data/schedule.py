@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from ..errors import UserError
+from utils.io.errors import UserError
 
 
 def parse_patch_schedule(text: str | None, default_patch: int, total_iters: int) -> list:

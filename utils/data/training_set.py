@@ -20,10 +20,10 @@ from collections import OrderedDict
 import numpy as np
 from tqdm import tqdm
 
-from ..errors import UserError
-from ..image_io import imread_rgb
-from .bicubic import bicubic_crop
-from .lmdb_store import read_lmdb_rgb, read_meta_info
+from utils.data.bicubic import bicubic_crop
+from utils.data.lmdb_store import read_lmdb_rgb, read_meta_info
+from utils.io.errors import UserError
+from utils.io.image_io import imread_rgb
 
 
 class UnreadableImage(Exception):

@@ -3,7 +3,8 @@
 score_m = exp(2 · m / m_baseline) for m in runtime, FLOPs, params; the total weighs them
 0.7 / 0.15 / 0.15. The baseline itself scores e² ≈ 7.389 on each; lower is better.
 
-    python -m utils.score results.json team01_PRFDN [team01_RLFNKP ...] rfdn_baseline [--runtime_key runtime_256]
+    python -m utils.metrics.score results.json team01_PRFDN [team01_RLFNKP ...] rfdn_baseline \
+        [--runtime_key runtime_256]
 """
 from __future__ import annotations
 

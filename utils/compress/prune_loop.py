@@ -18,12 +18,9 @@ import shutil
 
 import torch
 
-from .atomic import atomic_path, atomic_write_text
-from .checkpoint import remove_stale_temp_files, save_state_dict
-from .errors import UserError
-from .evaluate import evaluate
-from .model_summary import count_params, fvcore_flops, measure_runtime, ntire_flops
-from .pruning import (
+from models import load_model
+from utils.compress.kernel_pruning import centre_tap_share, eligible_convs, replace_with_1x1
+from utils.compress.pruning import (
     build_pruner,
     conv_widths,
     make_importance,
@@ -33,6 +30,12 @@ from .pruning import (
     schedule_ratios,
     size_of,
 )
+from utils.engine.evaluate import evaluate
+from utils.io.atomic import atomic_path, atomic_write_text
+from utils.io.checkpoint import remove_stale_temp_files, save_state_dict
+from utils.io.errors import UserError
+from utils.io.image_io import uint8_to_tensor
+from utils.metrics.model_summary import count_params, fvcore_flops, measure_runtime, ntire_flops
 
 
 def measure_row(model, val_set, device) -> dict:
@@ -123,7 +126,6 @@ def iterative_prune(model, *, out_dir: str, steps: int, ratio: float | None = No
             progress(f'removed {len(stale)} temporary file(s) of an interrupted save: {", ".join(stale)}')
         start, path = last_completed_step(out_dir)
         if path:
-            from models import load_model
             with open(plan_path) as f:
                 saved = json.load(f)
             if saved['steps'] != steps or saved['ratio'] != ratio or \
@@ -198,8 +200,6 @@ def progressive_kernel_prune(model, *, out_dir: str, count: int | None = None,
     time, the conv whose response relies most on its centre tap first (re-measured after
     every replacement), fine-tuning in between; stop after `count` convs or once the
     256² latency is at or below `target_latency_ms`."""
-    from .image_io import uint8_to_tensor
-    from .kernel_pruning import centre_tap_share, eligible_convs, replace_with_1x1
     if count is None and target_latency_ms is None:
         raise UserError('kernel pruning needs --kernel_prune K or --target_latency_ms')
     if val_set is None:

@@ -1,6 +1,6 @@
 """Visual comparison figure: crops of bicubic / model A / model B / ... / HR, per image.
 
-    python -m utils.figures --out docs/visual.png --hr ../shared/benchmark/Set14/HR/baboon.png \
+    python -m utils.engine.figures --out docs/visual.png --hr ../shared/benchmark/Set14/HR/baboon.png \
         ../shared/benchmark/Set14/HR/comic.png --checkpoint model_zoo/team01_PRFDN.pth \
         ../shared/pretrained/rfdn_baseline.pth --labels PRFDN RFDN
 Each LR is made from the HR with the project's MATLAB bicubic (×scale); the crop is the
@@ -13,17 +13,19 @@ import os
 
 import torch
 
-from .atomic import atomic_path
+from models import load_model
+from utils.data.eval_sets import bicubic_lr
+from utils.engine.inference import super_resolve
+from utils.io.atomic import atomic_path
+from utils.io.errors import UserError
+from utils.io.image_io import imread_rgb
+from utils.io.matlab_functions import imresize, modcrop
+from utils.metrics.psnr_ssim import calculate_psnr
 
 
 def comparison_rows(hr_paths: list, models: list, labels: list, scale: int = 4, crop: int = 96,
                     at: list | None = None) -> list:
     """[(image name, [(label, crop uint8 HxWx3, PSNR-Y of the whole image or None)])]."""
-    from .datasets import bicubic_lr
-    from .image_io import imread_rgb
-    from .inference import super_resolve
-    from .matlab_functions import imresize, modcrop
-    from .metrics import calculate_psnr
     rows = []
     for i, path in enumerate(hr_paths):
         hr = modcrop(imread_rgb(path), scale)
@@ -70,9 +72,7 @@ def main(argv=None) -> int:
     p.add_argument('--crop', type=int, default=96)
     p.add_argument('--at', type=int, nargs='+', default=None, help='Y X per image (top-left, HR pixels)')
     args = p.parse_args(argv)
-    from models import load_model
 
-    from .errors import UserError
     models = [load_model(c) for c in args.checkpoint]
     labels = args.labels or [os.path.splitext(os.path.basename(c))[0] for c in args.checkpoint]
     if len(labels) != len(models):
@@ -88,5 +88,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    from .errors import run_cli
+    from utils.io.errors import run_cli
     run_cli(main)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from models import model_from_state_dict
 from models.prfdn import BranchRFDN, ParallelRFDN, WideRFDB
 
 
@@ -162,5 +163,4 @@ def fold_parallel(model: ParallelRFDN) -> ParallelRFDN:
         mix = torch.cat([sel_res, sel_s], dim=0)                    # (new heads, old heads)
         sd['head.weight'] = torch.einsum('no,oikl->nikl', mix, w)
         sd['head.bias'] = mix @ b
-    from models import model_from_state_dict
     return model_from_state_dict(sd, 'ParallelRFDN', label='folded model').eval()

@@ -22,8 +22,8 @@ from collections import OrderedDict
 import torch
 import torch.nn as nn
 
-from .atomic import TEMP_PREFIX, atomic_path
-from .errors import UserError
+from utils.io.atomic import TEMP_PREFIX, atomic_path
+from utils.io.errors import UserError
 
 # BasicSR and others wrap the weights; these are the wrappers we unwrap.
 _WRAPPER_KEYS = ('params_ema', 'params', 'state_dict', 'model')
@@ -109,18 +109,6 @@ def save_atomic(obj, path: str) -> None:
     """torch.save to a temporary file in the same folder, then rename over `path`."""
     with atomic_path(path, '.pth') as tmp:
         torch.save(obj, tmp)
-
-
-def load_recognised_model(path: str, device='cpu', what: str = 'checkpoint'):
-    """`models.load_model` for scripts that have no --model flag: the architecture must be
-    recognised from the tensor names, and the error says which families are known rather
-    than advising a flag the script does not have. Returns the model in eval mode."""
-    from models import MODEL_REGISTRY, model_from_state_dict, recognise  # models imports this module
-    state = read_state_dict(path)
-    if recognise(state) is None:
-        raise UserError(f'cannot recognise the architecture of {what} {path}: its tensor names fit none '
-                        f'of this repository\'s models ({", ".join(sorted(MODEL_REGISTRY))})')
-    return model_from_state_dict(state, label=os.path.basename(path)).to(device).eval()
 
 
 # -- output locations -----------------------------------------------------------------

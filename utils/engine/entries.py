@@ -1,6 +1,6 @@
 """Published NTIRE entries evaluated as they are: one model file and one checkpoint.
 
-    from utils.entries import EntrySpec, load_entry
+    from utils.engine.entries import EntrySpec, load_entry
     model = load_entry(EntrySpec('../shared/ntire2024/models/team38_SPAN.py',
                                  '../shared/ntire2024/model_zoo/team38_span_ch28_slim.pth',
                                  args='3, 3, upscale=4, feature_channels=28', data_range=1), scale=4)
@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .config import read_yaml, shared_dir
-from .errors import UserError
+from utils.io.config import read_yaml, shared_dir
+from utils.io.errors import UserError
 
 #: weight wrappers of BasicSR-style checkpoints ({'params': state_dict, ...})
 STATE_WRAPPERS = ('params', 'params_ema')

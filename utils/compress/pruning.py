@@ -15,8 +15,9 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
-from .errors import UserError
-from .model_summary import count_params, measure_runtime, ntire_flops
+from models.prfdn import ParallelRFDN
+from utils.io.errors import UserError
+from utils.metrics.model_summary import count_params, measure_runtime, ntire_flops
 
 IMPORTANCE_NAMES = ('l1', 'l2', 'taylor', 'group_norm')
 
@@ -51,7 +52,6 @@ def prepare_for_pruning(model: nn.Module) -> nn.Module:
     is to write the split as 1×1 selection convs, an exact rewrite (`reparam.py --fold`
     removes them after pruning).
     """
-    from models.prfdn import ParallelRFDN
     if isinstance(model, ParallelRFDN) and not model.split_as_conv and model.B.groups == 1:
         with torch.no_grad():
             res = model.LR_conv.out_channels

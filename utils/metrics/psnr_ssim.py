@@ -3,14 +3,14 @@
 This is the project's only metric implementation: training validation,
 evaluation scripts and tests all call these functions, so reported numbers
 cannot drift apart. Inputs are numpy uint8 images in 0-255; convert model
-outputs with utils.image_io.tensor_to_uint8 first (the rounding to uint8 is
+outputs with utils.io.image_io.tensor_to_uint8 first (the rounding to uint8 is
 part of the protocol: saved SR images are uint8).
 """
 
 import cv2
 import numpy as np
 
-from utils.matlab_functions import rgb2ycbcr, shave
+from utils.io.matlab_functions import rgb2ycbcr, shave
 
 
 def _prepare(img1, img2, border, y_channel):

@@ -26,15 +26,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .atomic import atomic_path, atomic_write_text
-from .checkpoint import output_lock
-from .datasets import EvalSet
-from .errors import UserError
-from .image_io import imwrite_rgb, tensor_to_uint8, uint8_to_tensor
-from .inference import super_resolve_tensor
-from .matlab_functions import imresize
-from .metrics import calculate_psnr, calculate_ssim
-from .model_summary import (
+from utils.data.eval_sets import EvalSet
+from utils.engine.inference import super_resolve_tensor
+from utils.io.atomic import atomic_path, atomic_write_text
+from utils.io.checkpoint import output_lock
+from utils.io.errors import UserError
+from utils.io.image_io import imwrite_rgb, tensor_to_uint8, uint8_to_tensor
+from utils.io.matlab_functions import imresize
+from utils.metrics.model_summary import (
     PeakMemory,
     count_params,
     fvcore_flops,
@@ -42,6 +41,7 @@ from .model_summary import (
     ntire_activations,
     ntire_flops,
 )
+from utils.metrics.psnr_ssim import calculate_psnr, calculate_ssim
 
 #: a first-image PSNR-Y more than this far below bicubic's (same LR, same HR) marks an output
 #: as suspect (dB). Trained ×4 models beat bicubic by 1–4 dB on every benchmark image; a
@@ -518,7 +518,7 @@ def write_results(results: dict, sets: list, json_path: str, txt_path: str,
                   plot_path: str | None, md_path: str | None = None) -> None:
     """results.json, results.txt (NTIRE layout), results.md (markdown table) and the plot,
     each written atomically, under the lock on `json_path` (one writer at a time; a caller may
-    hold it for the whole run, see utils.checkpoint.acquire_output_lock)."""
+    hold it for the whole run, see utils.io.checkpoint.acquire_output_lock)."""
     with output_lock(json_path):
         _atomic_write_text(json_path, json.dumps(results, indent=2) + '\n')
         _atomic_write_text(txt_path, '\n'.join(results_lines(results, sets)) + '\n')

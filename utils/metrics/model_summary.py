@@ -15,7 +15,7 @@
   the median of `time.perf_counter`.
 - `interleaved_runtime`: several models timed in turns (round-robin), so that a machine whose
   speed drifts (a shared 2-core CPU does, by ±15%) biases none of them;
-  `python -m utils.model_summary CKPT [CKPT ...] --rounds 10`.
+  `python -m utils.metrics.model_summary CKPT [CKPT ...] --rounds 10`.
 - `PeakMemory`: CUDA `max_memory_allocated`, or the peak resident set size sampled on the CPU.
 
 All counts use one input of shape (1, 3, H, W) (3×256×256 unless told otherwise) and
@@ -32,6 +32,9 @@ import warnings
 
 import torch
 import torch.nn as nn
+
+from models import load_model
+from utils.io.errors import UserError
 
 DEFAULT_INPUT = (3, 256, 256)
 
@@ -241,9 +244,7 @@ def main(argv=None) -> int:
     p.add_argument('--size', type=int, default=256)
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     args = p.parse_args(argv)
-    from models import load_model
 
-    from .errors import UserError
     if args.rounds < 1 or args.repeats < 1 or args.size < 1:
         raise UserError('--rounds, --repeats and --size must be positive')
     models = {}
@@ -339,5 +340,5 @@ def summarize(model: nn.Module, input_shape=DEFAULT_INPUT, with_thop: bool = Tru
 
 
 if __name__ == '__main__':
-    from .errors import run_cli
+    from utils.io.errors import run_cli
     run_cli(main)

@@ -13,9 +13,9 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import UserError
-from .image_io import imread_rgb, list_images
-from .matlab_functions import imresize, modcrop
+from utils.io.errors import UserError
+from utils.io.image_io import imread_rgb, list_images
+from utils.io.matlab_functions import imresize, modcrop
 
 # NTIRE layouts under --data_dir: (set name, HR folder, LR folder), newest first.
 NTIRE_LAYOUTS = {

@@ -30,11 +30,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .atomic import atomic_path
-from .checkpoint import describe_mismatch, remove_stale_temp_files, save_atomic, save_state_dict
-from .data import PatchBatches, TrainingSet, find_training_pairs, parse_patch_schedule, validation_set
-from .errors import UserError
-from .evaluate import evaluate
+from utils.data import PatchBatches, TrainingSet, find_training_pairs, parse_patch_schedule, validation_set
+from utils.engine.evaluate import evaluate
+from utils.io.atomic import atomic_path
+from utils.io.checkpoint import describe_mismatch, remove_stale_temp_files, save_atomic, save_state_dict
+from utils.io.errors import UserError
 
 
 @dataclass

@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 import torch
 
-from utils.atomic import atomic_write_bytes
-from utils.errors import UserError
+from utils.io.atomic import atomic_write_bytes
+from utils.io.errors import UserError
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
@@ -89,7 +89,7 @@ def imwrite_rgb(path, img, png_compression=None):
     """Write an RGB image as PNG, atomically.
 
     The PNG is encoded in memory, written to a temporary file in the target
-    directory and renamed into place (utils.atomic), so an interrupted run never
+    directory and renamed into place (utils.io.atomic), so an interrupted run never
     leaves a truncated image that a later run would read as valid data.
     Parent directories are created.
 

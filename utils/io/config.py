@@ -16,8 +16,8 @@ import os
 
 import yaml
 
-from .atomic import atomic_write_text
-from .errors import UserError
+from utils.io.atomic import atomic_write_text
+from utils.io.errors import UserError
 
 #: options that describe how a run is invoked, not what it computes: never written to a recipe
 NOT_RECORDED = ('config', 'resume', 'no_progress')

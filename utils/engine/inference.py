@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .image_io import tensor_to_uint8, uint8_to_tensor
+from utils.io.image_io import tensor_to_uint8, uint8_to_tensor
 
 
 def pad_to_min_size(x: torch.Tensor, min_size: int) -> tuple[torch.Tensor, int, int]:

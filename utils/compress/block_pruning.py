@@ -3,7 +3,7 @@
 The CLB-IMDN paper (AMD, NTIRE 2022) pruned IMDN from 8 to 7 IMDBs and retrained; the
 same coarse-grained step applies to RLFN (RLFBs) and RFDN (RFDBs).
 
-    from utils.block_pruning import drop_blocks
+    from utils.compress.block_pruning import drop_blocks
     imdn7 = drop_blocks(load_model('imdn_baseline.pth'), [8])
 
 `drop_blocks` returns a fresh model of the same class built for the smaller number of
@@ -27,6 +27,7 @@ import torch.nn as nn
 from models.imdn import IMDN
 from models.rfdn import RFDN
 from models.rlfn import RLFN
+from utils.engine.evaluate import mean_psnr_y
 
 
 def _family(model: nn.Module):
@@ -119,9 +120,8 @@ def block_drop_table(model: nn.Module, eval_set, device='cpu') -> list:
 
     Returns [{'block' (1-based), 'psnr_y', 'psnr_y_drop'}], ascending by drop (no
     fine-tuning; drop = mean PSNR-Y of `model` - that of `drop_blocks(model, [block])`,
-    dB, border = scale, via `utils.evaluate.evaluate`).
+    dB, border = scale, via `utils.engine.evaluate.evaluate`).
     """
-    from .evaluate import mean_psnr_y
     model = model.to(device).eval()
     base = mean_psnr_y(model, eval_set, device)
     rows = []

@@ -1,8 +1,8 @@
 """Deployment tools: the shipped model's widths, ONNX export, and NTIRE entry files.
 
-    python -m utils.export widths model_zoo/team01_PRFDN.pth         # dict literal of every conv
-    python -m utils.export onnx model_zoo/team01_PRFDN.pth out.onnx  # + onnxruntime check
-    python -m utils.export entry model_zoo/team01_PRFDN.pth models/team01_PRFDN.py --model_id 1
+    python -m utils.compress.export widths model_zoo/team01_PRFDN.pth         # dict literal of every conv
+    python -m utils.compress.export onnx model_zoo/team01_PRFDN.pth out.onnx  # + onnxruntime check
+    python -m utils.compress.export entry model_zoo/team01_PRFDN.pth models/team01_PRFDN.py --model_id 1
 
 `entry` writes a self-contained NTIRE entry (class PRFDN: the name after team01_): one file that
 imports only torch, defines every block it uses and lists every conv's width, kernel size and
@@ -21,13 +21,17 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 
-from .atomic import atomic_path
-from .config import shared_dir
+from models import load_model
+from models.blocks import conv_spec
+from models.zoo import MODEL_ZOO
+from utils.io.atomic import atomic_path, atomic_write_text
+from utils.io.config import shared_dir
+from utils.io.errors import UserError
+from utils.io.image_io import imread_rgb, uint8_to_tensor
 
 
 def conv_specs(model: torch.nn.Module) -> dict:
     """{conv name: (in per group, out, kernel, bias)} of every conv, in module order."""
-    from models.blocks import conv_spec
     return {n: conv_spec(m) for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
 
 
@@ -47,7 +51,6 @@ def onnx_max_difference(model: torch.nn.Module, path: str, lr_uint8: np.ndarray)
     """Largest |PyTorch - onnxruntime| (0–255 units) on one real LR image."""
     import onnxruntime as ort
 
-    from .image_io import uint8_to_tensor
     rng = getattr(model, 'input_range', 255.0)
     x = uint8_to_tensor(lr_uint8, rng)
     with torch.no_grad():
@@ -58,7 +61,7 @@ def onnx_max_difference(model: torch.nn.Module, path: str, lr_uint8: np.ndarray)
 
 
 class OnnxSR:
-    """An ONNX model behind the interface `utils.evaluate.evaluate` expects."""
+    """An ONNX model behind the interface `utils.engine.evaluate.evaluate` expects."""
 
     def __init__(self, path: str, scale: int, input_range: float = 255.0, min_input_size: int = 15):
         import onnxruntime as ort
@@ -100,7 +103,7 @@ Branch for `select_model` in the organizers' test_demo.py (model_id: the number 
 $branch
 
 Generated from the checkpoint's tensors by
-    python -m utils.export entry $checkpoint_arg models/$module.py --model_id $model_id
+    python -m utils.compress.export entry $checkpoint_arg models/$module.py --model_id $model_id
 """
 $imports
 
@@ -495,7 +498,6 @@ SELECT_MODEL_BRANCH = '''\
 
 def entry_names(path: str) -> tuple[str, str, str]:
     """(module, team, class) of an entry file `.../teamXX_NAME.py`: NAME is the class."""
-    from .errors import UserError
     module = os.path.splitext(os.path.basename(path))[0]
     match = re.fullmatch(r'team(\d+)_(\w+)', module)
     if not path.endswith('.py') or not match or not match.group(2).isidentifier():
@@ -507,7 +509,6 @@ def entry_names(path: str) -> tuple[str, str, str]:
 def default_model_id(checkpoint: str, team: str) -> int:
     """The `--model_id` under which models/zoo.py lists the checkpoint's file name (so the shipped
     entries' select_model branches use this repository's ids), else the team number."""
-    from models.zoo import MODEL_ZOO
     base = os.path.basename(checkpoint)
     ids = [model_id for model_id, (_, files) in MODEL_ZOO.items() if base in files]
     return ids[0] if len(ids) == 1 else int(team)
@@ -519,7 +520,6 @@ def render_entry(model: torch.nn.Module, checkpoint: str, path: str, model_id: i
     Raises UserError for an architecture without a template, a class name that would shadow
     a name of the file, or LeakyReLUs of different slopes.
     """
-    from .errors import UserError
     module, team, name = entry_names(path)
     family = type(model).__name__
     if family not in ENTRY_FAMILIES:
@@ -578,8 +578,6 @@ def check_entry(source: str, path: str, model: torch.nn.Module, lr_uint8: np.nda
     `lr_uint8` (H×W×3 uint8 RGB, converted to the model's range) or, without it, on a fixed
     random input. UserError when the entry does not load or differs by more than `tolerance`.
     """
-    from .errors import UserError
-    from .image_io import uint8_to_tensor
     module, _, name = entry_names(path)
     namespace = {'__name__': f'models.{module}'}
     exec(compile(source, path, 'exec'), namespace)   # the file as the organizers import it
@@ -612,7 +610,6 @@ def write_entry(model: torch.nn.Module, checkpoint: str, path: str, model_id: in
     The file is checked against `model` before it is written (atomically; see `check_entry`
     for `lr_uint8`); returns the max |entry - model| of that check (0–255 units).
     """
-    from .atomic import atomic_write_text
     source = render_entry(model, checkpoint, path, model_id)
     diff = check_entry(source, path, model, lr_uint8)
     atomic_write_text(path, source)
@@ -632,10 +629,7 @@ def main(argv=None) -> int:
                    help="entry: the number in the organizers' select_model branch (default: the "
                         "checkpoint's id in models/zoo.py, else the team number)")
     args = p.parse_args(argv)
-    from models import load_model
 
-    from .errors import UserError
-    from .image_io import imread_rgb
     if args.what != 'widths' and not args.output:
         raise UserError(f'{args.what} needs an output path')
     if args.what == 'entry':
@@ -663,5 +657,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    from .errors import run_cli
+    from utils.io.errors import run_cli
     run_cli(main)

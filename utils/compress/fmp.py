@@ -14,7 +14,7 @@ What this module does, and where it differs from the paper:
   damage of each is measured as the increase of the L1 loss on a fixed calibration batch
   divided by the amount of the budget metric it removes, and the cheaper step is taken.
   No hypernetwork, no learned pruning ratios.
-* **Channel pruning** is Torch-Pruning's (`utils.pruning.prune_step`, DepGraph groups,
+* **Channel pruning** is Torch-Pruning's (`utils.compress.pruning.prune_step`, DepGraph groups,
   L1 importance by default) in small steps: `channel_step` (5%) of the channels left in
   every prunable group per step. The image input and the upsampler's 3·s² outputs are never
   pruned. When a step would overshoot the budget window the step size is bisected; if no
@@ -26,7 +26,7 @@ What this module does, and where it differs from the paper:
   conv the largest `min_keep` share (5%) of the weights is never pruned, so no layer can be
   wiped out by the global threshold. Biases are not weight-pruned.
 * **Sparse-aware size** (`sparse_size`): Params = parameters of the channel-pruned model
-  minus the masked-out weights; FLOPs = the NTIRE hook count (`utils.model_summary`,
+  minus the masked-out weights; FLOPs = the NTIRE hook count (`utils.metrics.model_summary`,
   3×256×256 input) with every masked conv's FLOPs scaled by its weight density (non-zero
   share), as FMP counts them. A conv's hook FLOPs are weight.numel()·output positions, so
   this is the same as subtracting (masked weights × output positions).
@@ -64,10 +64,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .atomic import atomic_write_text
-from .errors import UserError
-from .model_summary import DEFAULT_INPUT, _dummy_input, _hook_flops, _run_with_hooks
-from .pruning import output_layers, prepare_for_pruning, prune_step
+from utils.compress.pruning import channel_groups, output_layers, prepare_for_pruning, prune_step
+from utils.data import PatchBatches, TrainingSet, find_training_pairs
+from utils.data.eval_sets import folder_set
+from utils.engine.evaluate import evaluate
+from utils.engine.training import TrainConfig, Trainer
+from utils.io.atomic import atomic_write_text
+from utils.io.checkpoint import save_state_dict
+from utils.io.errors import UserError
+from utils.metrics.model_summary import DEFAULT_INPUT, _dummy_input, _hook_flops, _run_with_hooks
 
 METRICS = ('params', 'flops')
 CRITERIA = ('channel', 'weight', 'total_fixed', 'total')
@@ -187,7 +192,6 @@ def _single_channel_trials(state: _State) -> list:
 
     import torch_pruning as tp
 
-    from .pruning import channel_groups
     out = []
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
@@ -498,11 +502,6 @@ def run_fmp(model, args, shared: str) -> int:
     fmp_report.json, print the Table-3 line."""
     import glob
 
-    from .checkpoint import save_state_dict
-    from .data import PatchBatches, TrainingSet, find_training_pairs
-    from .datasets import folder_set
-    from .evaluate import evaluate
-    from .training import TrainConfig, Trainer
 
     metric, criterion, target = args.fmp_metric, args.fmp_criterion, args.fmp_target
     if metric not in METRICS:

@@ -1,6 +1,6 @@
 """Collapse a model trained with collapsible linear blocks into its plain inference form.
 
-    from utils.collapse import collapse_model
+    from utils.compress.collapse import collapse_model
     imdn = collapse_model(clb_model)     # CLBIMDN -> IMDN, same function, IMDN's keys
 
 The input model is left untouched; the result is a new model in eval mode.

@@ -31,6 +31,9 @@ import torch
 import torch.nn as nn
 
 from models.blocks import ESA, LightESA, apply_conv_overrides, conv_spec
+from utils.engine.evaluate import mean_psnr_y
+from utils.engine.inference import forward_padded
+from utils.io.image_io import uint8_to_tensor
 
 _ATTENTION_TYPES = (ESA, LightESA)
 
@@ -142,7 +145,6 @@ def centre_tap_share(model: nn.Module, images, names: list | None = None) -> dic
     was_training = model.training
     model.eval()
     try:
-        from .inference import forward_padded
         p = next(model.parameters())
         scale = getattr(model, 'scale', 1)
         for img in images:
@@ -201,13 +203,11 @@ def psnr_drop_table(model: nn.Module, names, eval_set, device='cpu') -> list:
     """Sensitivity analysis: the PSNR-Y drop on `eval_set` when a single conv is replaced.
 
     For each name, a copy of `model` gets that one conv replaced by its centre 1×1
-    (`replace_with_1x1`, no fine-tuning) and is evaluated with `utils.evaluate.evaluate`.
+    (`replace_with_1x1`, no fine-tuning) and is evaluated with `utils.engine.evaluate.evaluate`.
     Returns [{'name', 'centre_share', 'psnr_y_drop'}], ascending by drop (the convs that
     are safest to prune first); drop = mean PSNR-Y of `model` - mean PSNR-Y of the copy
     (dB, border = scale). `centre_share` is `centre_tap_share` on the set's LR images.
     """
-    from .evaluate import mean_psnr_y
-    from .image_io import uint8_to_tensor
 
     names = list(names)
     model = model.to(device).eval()
