@@ -32,13 +32,20 @@ import torch
 
 from models import load_recognised_model
 from utils.compress.block_pruning import block_drop_table, drop_blocks
-from utils.compress.fmp import run_fmp
+from utils.compress.fmp import CRITERIA, METRICS, FmpSettings, run_fmp
 from utils.compress.kernel_pruning import bias_prune, eligible_convs, psnr_drop_table
-from utils.compress.prune_loop import _write_logs, iterative_prune, make_finetune, measure_row, progressive_kernel_prune
+from utils.compress.prune_loop import (
+    ScheduleMismatchError,
+    iterative_prune,
+    measure_row,
+    progressive_kernel_prune,
+    write_logs,
+)
 from utils.compress.pruning import IMPORTANCE_NAMES, make_importance, size_of
 from utils.data import PatchBatches, TrainingSet, find_training_pairs
 from utils.data.eval_sets import folder_set
-from utils.engine.training import TrainConfig, Trainer
+from utils.engine.finetune import FinetuneSettings, make_finetuner
+from utils.engine.training import NonFiniteLossError
 from utils.io.checkpoint import check_output_dir, check_output_file, save_state_dict
 from utils.io.config import parse_with_config, shared_dir, write_resolved_config
 from utils.io.errors import UserError, check_option, run_cli
@@ -124,6 +131,14 @@ def check_args(args) -> None:
         return
     if not args.out_dir:
         raise UserError('--out_dir is required (unless --sensitivity)')
+    if args.mode == 'fmp':
+        if args.fmp_metric not in METRICS:
+            raise UserError(f'--fmp_metric must be one of {", ".join(METRICS)}, got "{args.fmp_metric}"')
+        if args.fmp_criterion not in CRITERIA:
+            raise UserError(f'--fmp_criterion must be one of {", ".join(CRITERIA)}, '
+                            f'got "{args.fmp_criterion}"')
+        if args.fmp_target is None:
+            raise UserError('--mode fmp needs --fmp_target FRACTION (remaining share, e.g. 0.6)')
     check_output_dir(args.out_dir, '--out_dir')
     output = args.output or os.path.join(args.out_dir, 'pruned.pth')
     check_output_file(output, '--output', inputs=[args.input, args.teacher])
@@ -131,7 +146,10 @@ def check_args(args) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    code = run(args)
+    try:
+        code = run(args)
+    except NonFiniteLossError as exc:  # in a fine-tuning round
+        raise UserError(f'{exc} (lower --lr)') from None
     if code == 0 and args.out_dir and not args.sensitivity:
         # every option of the finished run, as a recipe that --config reads back
         write_resolved_config(args, os.path.join(args.out_dir, 'config.yaml'))
@@ -151,7 +169,7 @@ def run(args) -> int:
     if not args.out_dir:
         raise UserError('--out_dir is required')
     if args.mode == 'fmp':
-        return run_fmp(model, args, SHARED)
+        return fmp_mode(model, args)
     if args.mode != 'channel':
         return other_modes(model, args)
     budget = budget_of(args, model)
@@ -160,17 +178,20 @@ def run(args) -> int:
     if args.ratio is not None and not 0 < args.ratio < 1:
         raise UserError(f'--ratio must be in (0, 1), got {args.ratio}')
     val_set = validation_set_of(args, model)
-    finetune, cache = make_finetuner(model, args, val_set)
+    finetune, cache = finetuner_and_data(model, args)
 
     def grad_batch(step=0):
         # a different batch at every step; seeded, so a resumed run draws the same ones
         return PatchBatches(cache, args.batch_size, [(args.patch_size, 1)], args.seed + 7919)[step]
 
-    model, rows = iterative_prune(
-        model, out_dir=args.out_dir, steps=args.steps, ratio=args.ratio if budget is None else None,
-        budget=budget, importance=args.importance, round_to=args.round_to, finetune=finetune,
-        val_set=val_set, device=args.device, grad_batch_fn=grad_batch if cache else None,
-        resume=args.resume, measure_before=not args.no_before)
+    try:
+        model, rows = iterative_prune(
+            model, out_dir=args.out_dir, steps=args.steps, ratio=args.ratio if budget is None else None,
+            budget=budget, importance=args.importance, round_to=args.round_to, finetune=finetune,
+            val_set=val_set, device=args.device, grad_batch_fn=grad_batch if cache else None,
+            resume=args.resume, measure_before=not args.no_before)
+    except ScheduleMismatchError as exc:
+        raise UserError(f'--resume: {exc}') from None
     output = args.output or os.path.join(args.out_dir, 'pruned.pth')
     return write_result(model, rows, output)
 
@@ -214,10 +235,11 @@ def print_block_sensitivity(model, args) -> int:
     return 0
 
 
-def make_finetuner(model, args, val_set):
-    """(finetune(model, step) or None, the training-image cache) for the pruning loops.
-
-    The cache is also built without fine-tuning when Taylor importance needs batches.
+def finetuner_and_data(model, args):
+    """(a Finetuner, `finetune(model, post_step=None)`, or None; the training-image index or
+    None) for every mode. With --distill the teacher is --teacher or a frozen copy of `model`
+    as it is now. The index is also built without fine-tuning when Taylor importance needs
+    batches.
     """
     if args.finetune_iters <= 0 and args.importance != 'taylor':
         return None, None
@@ -228,16 +250,25 @@ def make_finetuner(model, args, val_set):
         return None, cache
     teacher = (load_recognised_model(args.teacher, device=args.device, what='--teacher') if args.teacher else
                copy.deepcopy(model).eval()) if args.distill else None
+    settings = FinetuneSettings(iters=args.finetune_iters, lr=args.lr, batch_size=args.batch_size,
+                                patch_size=args.patch_size, loss=args.loss, workers=args.workers,
+                                seed=args.seed, device=args.device)
+    return make_finetuner(settings, cache, args.out_dir, teacher), cache
 
-    def factory(m, scratch):
-        cfg = TrainConfig(out_dir=scratch, data_dirs=data_dirs, scale=m.scale, batch_size=args.batch_size,
-                          patch_size=args.patch_size, iters=args.finetune_iters, lr=args.lr,
-                          scheduler='constant', loss=args.loss,
-                          distill='output' if args.distill else 'none', val_every=0,
-                          save_every=10 ** 9, workers=args.workers, seed=args.seed,
-                          device=args.device, log_every=10)
-        return Trainer(m, cfg, teacher, train_set=cache, val_set=val_set)
-    return make_finetune(factory, args.out_dir), cache
+
+def fmp_mode(model, args) -> int:
+    """Joint channel + weight pruning to a budget (utils/compress/fmp.py)."""
+    val_set = validation_set_of(args, model)
+    finetune, cache = finetuner_and_data(model, args)
+    calib = None
+    if finetune is not None:  # the 'total' rule's calibration patches come from the training images
+        calib = PatchBatches(cache, min(args.batch_size, 8), [(args.patch_size, 1)], args.seed)[0]
+    settings = FmpSettings(target=args.fmp_target, metric=args.fmp_metric, criterion=args.fmp_criterion,
+                           importance=args.importance)
+    output = args.output or os.path.join(args.out_dir, 'pruned.pth')
+    run_fmp(model, settings, out_dir=args.out_dir, output=output, val_set=val_set, finetune=finetune,
+            calib_batch=calib, device=args.device)
+    return 0
 
 
 def other_modes(model, args) -> int:
@@ -254,7 +285,9 @@ def other_modes(model, args) -> int:
     if args.mode == 'kernel':
         if args.kernel_prune is None and args.target_latency_ms is None:
             raise UserError('--mode kernel needs --kernel_prune K or --target_latency_ms')
-        finetune, _ = make_finetuner(model, args, val_set)
+        if val_set is None:
+            raise UserError('kernel pruning ranks convs on the validation images: give --val_hr_dir')
+        finetune, _ = finetuner_and_data(model, args)
         model, rows = progressive_kernel_prune(
             model, out_dir=args.out_dir, count=args.kernel_prune,
             target_latency_ms=args.target_latency_ms, finetune=finetune, val_set=val_set,
@@ -265,13 +298,13 @@ def other_modes(model, args) -> int:
         if args.mode == 'bias':
             removed = bias_prune(model, args.bias_keep)
             print(f'removed the biases of {len(removed)} convs: {", ".join(removed)}')
-        finetune, _ = make_finetuner(model, args, val_set)
+        finetune, _ = finetuner_and_data(model, args)
         before = measure_row(model, val_set, args.device).get('psnr_y')
         if finetune is not None:
-            finetune(model, 1)
+            finetune(model)
         rows.append({'step': 1, **measure_row(model, val_set, args.device), 'psnr_y_before_ft': before})
         save_state_dict(model.state_dict(), os.path.join(args.out_dir, 'step_01.pth'))
-        _write_logs(rows, args.out_dir)
+        write_logs(rows, args.out_dir)
     return write_result(model, rows, output)
 
 

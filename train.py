@@ -23,7 +23,8 @@ import torch
 from models import MODEL_REGISTRY, build_model, convert_from, load_model
 from utils.data import find_training_pairs, parse_patch_schedule
 from utils.data.eval_sets import folder_set
-from utils.engine.training import TrainConfig, Trainer
+from utils.engine.checkpointer import StateMismatchError
+from utils.engine.training import NonFiniteLossError, TrainConfig, Trainer, trainable_parameter_names
 from utils.io.checkpoint import check_output_dir
 from utils.io.config import parse_with_config, shared_dir, write_resolved_config
 from utils.io.errors import UserError, check_option, run_cli
@@ -89,6 +90,8 @@ def parse_args(argv=None):
     p.add_argument('--out_dir', required=True)
     p.add_argument('--resume', action='store_true', help='continue from OUT_DIR/state.pth')
     p.add_argument('--plot', action='store_true', help='write OUT_DIR/curves.png')
+    p.add_argument('--tensorboard', action='store_true',
+                   help='log the losses, learning rate and validation PSNR-Y for TensorBoard in OUT_DIR/tb')
     p.add_argument('--profile', action='store_true', help='print the share of time spent waiting for data')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--no_progress', action='store_true')
@@ -123,6 +126,10 @@ def check_args(args) -> None:
     check_option('--ema', args.ema, at_least=0, below=1)
     for milestone in args.milestones:
         check_option('--milestones', milestone, at_least=1)
+    if args.distill != 'none' and not args.teacher:
+        raise UserError(f'--distill {args.distill} needs --teacher')
+    if args.pixel_weight == 0 and args.distill == 'none' and not args.report_gap:
+        raise UserError('--pixel_weight 0 needs --distill features or output: there would be no loss')
     if not args.report_gap:  # the only mode that writes nothing
         check_output_dir(args.out_dir, '--out_dir')
 
@@ -142,6 +149,7 @@ def main(argv=None) -> int:
         iters = max(1, int(math.ceil(args.epochs * math.ceil(n / args.batch_size))))
     if iters is None:  # with a --patch_schedule its stages set the total, 1 is a placeholder
         iters = 1 if args.patch_schedule else 1000
+    torch.manual_seed(args.seed)  # what starts fresh (a new model, BranchRFDN's SRFDBs) is seeded too
     student = build_student(args)
     if student.scale != args.scale:
         raise UserError(f'the model is ×{student.scale} but --scale is {args.scale}')
@@ -154,6 +162,12 @@ def main(argv=None) -> int:
     teacher = load_model(args.teacher) if args.teacher else None
     if args.report_gap:
         return report_gap(student, teacher, args)
+    if args.distill == 'features' and not (hasattr(student, 'distillation_features')
+                                           and hasattr(teacher, 'distillation_features')):
+        raise UserError(f'--distill features: {type(student).__name__} and '
+                        f'{type(teacher).__name__} have no matching features')
+    if not trainable_parameter_names(student, args.trainable, args.freeze):
+        raise UserError('no parameter left to train: check --trainable / --freeze patterns')
     cfg = TrainConfig(
         out_dir=args.out_dir, data_dirs=data_dirs, lr_dirs=args.lr_dir, scale=args.scale,
         batch_size=args.batch_size, patch_size=args.patch_size, patch_schedule=args.patch_schedule,
@@ -162,12 +176,16 @@ def main(argv=None) -> int:
         distill_weight=args.distill_weight, grad_clip=args.grad_clip, ema=args.ema, amp=args.amp,
         workers=args.workers, seed=args.seed, val_every=args.val_every,
         val_hr_dir=None if args.val_hr_dir in (None, 'none') else args.val_hr_dir,
-        save_every=args.save_every, log_every=args.log_every, plot=args.plot,
+        save_every=args.save_every, log_every=args.log_every, plot=args.plot, tensorboard=args.tensorboard,
         decode_cache_mb=args.decode_cache_mb, device=args.device, progress=not args.no_progress,
         profile=args.profile)
     trainer = Trainer(student, cfg, teacher, args.trainable, args.freeze)
     if args.resume:
-        trainer.resume()
+        try:
+            trainer.resume()
+        except StateMismatchError as exc:
+            raise UserError(f'cannot resume from {exc.path}: its model does not fit {exc.model_name} '
+                            f'(was --model changed?): {exc.problem}') from None
     elif os.path.isfile(trainer.state_path):
         raise UserError(f'{trainer.state_path} exists: pass --resume to continue it, or another --out_dir')
     if trainer.is_main:  # written once everything is checked and the run starts
@@ -176,7 +194,10 @@ def main(argv=None) -> int:
         print(f'{type(student).__name__}: {len(trainer.trainable_names)} trainable tensors, '
               f'{len(trainer.train_set)} training images, {cfg.iters} steps of batch {cfg.batch_size} '
               f'on {trainer.device}' + (f' × {trainer.world} processes' if trainer.world > 1 else ''))
-    summary = trainer.fit()
+    try:
+        summary = trainer.fit()
+    except NonFiniteLossError as exc:
+        raise UserError(f'{exc} (lower --lr or use --grad_clip)') from None
     if trainer.is_main:
         print(json.dumps(summary))
     return 0

@@ -90,6 +90,19 @@ class LightESA(nn.Module):
         return x * mask
 
 
+def convs_inside(root: nn.Module, module_types) -> list:
+    """Every Conv2d inside a submodule of `root` that is an instance of `module_types`
+    (a class or tuple of classes), in module order, each once."""
+    found, seen = [], set()
+    for module in root.modules():
+        if isinstance(module, module_types):
+            for conv in module.modules():
+                if isinstance(conv, nn.Conv2d) and id(conv) not in seen:
+                    seen.add(id(conv))
+                    found.append(conv)
+    return found
+
+
 # --------------------------------------------------------------------------------------
 # Irregular widths, kernel sizes and bias flags (pruned models) described by the tensors
 # --------------------------------------------------------------------------------------

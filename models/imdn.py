@@ -85,6 +85,23 @@ class IMDN(SRModel):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    # -- compression hooks (see SRModel) ------------------------------------------------
+    def fixed_output_layers(self) -> list:
+        """The upsampler conv `model.2`: nc -> out·s² channels."""
+        return [self.model[2]]
+
+    def block_names(self) -> list:
+        return [f'model.1.sub.{i}' for i in range(self.num_blocks)]
+
+    def drop_blocks_state(self, state: dict, keep: list):
+        """The IMDBs renumbered (SRModel's rule), and the body conv after them,
+        `model.1.sub.{nb}`, moved down to `model.1.sub.{len(keep)}`."""
+        out = super().drop_blocks_state(state, keep)
+        body, new_body = f'model.1.sub.{self.num_blocks}.', f'model.1.sub.{len(keep)}.'
+        for key in [k for k in out if k.startswith(body)]:
+            out[new_body + key[len(body):]] = out.pop(key)
+        return out
+
     @classmethod
     def recognises(cls, sd: dict) -> bool:
         return 'model.0.weight' in sd and 'model.1.sub.0.conv1.0.weight' in sd

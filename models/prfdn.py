@@ -15,7 +15,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .blocks import ESA, conv_same, lrelu, pixelshuffle_upsampler
+from utils.io.errors import UserError
+
+from .blocks import ESA, conv_same, convs_inside, lrelu, pixelshuffle_upsampler
 from .registry import SRModel, count_indexed, register_model, scale_from_upsampler
 from .rfdn import RFDB, RFDN
 
@@ -115,6 +117,14 @@ class BranchRFDN(SRModel):
                     own[f'S{j}.{k}'] = v
         model.load_state_dict(own, strict=True)
         return model
+
+    # -- compression hooks (see SRModel) ------------------------------------------------
+    def fixed_output_layers(self) -> list:
+        """The upsampler conv: nf -> out·s² channels."""
+        return [self.upsampler[0]]
+
+    def attention_convs(self) -> list:
+        return convs_inside(self, ESA)
 
     @classmethod
     def recognises(cls, sd: dict) -> bool:
@@ -237,6 +247,45 @@ class ParallelRFDN(SRModel):
             g0, rest = torch.split(h, [res_width, h.shape[1] - res_width], dim=1)
         y = self.B(torch.cat([g0, self.S(rest)], dim=1))
         return self.upsampler(self.LR_conv(self.c(y)) + g0)
+
+    # -- compression hooks (see SRModel) ------------------------------------------------
+    def fixed_output_layers(self) -> list:
+        """The upsampler conv: nf -> out·s² channels."""
+        return [self.upsampler[0]]
+
+    def attention_convs(self) -> list:
+        return convs_inside(self, ESA)
+
+    def prepare_for_pruning(self) -> 'ParallelRFDN':
+        """Write the head split as two 1×1 selection convs, in place (exact).
+
+        Torch-Pruning 1.6 mis-maps channel indices when a torch.split feeds both a
+        concatenation and a residual add; the PRFDN paper's remedy is the split as convs:
+        `split_res` (weight rows 0..res-1 of the identity, shape (res, total, 1, 1)) and
+        `split_s` (the other rows), which `reparam.py --fold` removes after pruning. A
+        grouped merge (groups > 1) cannot be channel-pruned: UserError.
+        """
+        if self.B.groups > 1:
+            raise UserError('a grouped ParallelRFDN cannot be channel-pruned: prune the dense '
+                            '(groups=1) merge')
+        if not self.split_as_conv:
+            with torch.no_grad():
+                res = self.LR_conv.out_channels
+                total = self.head.out_channels
+                eye = torch.eye(total, device=self.head.weight.device).view(total, total, 1, 1)
+                self.split_res = nn.Conv2d(total, res, 1, bias=False).to(eye.device)
+                self.split_s = nn.Conv2d(total, total - res, 1, bias=False).to(eye.device)
+                self.split_res.weight.copy_(eye[:res])
+                self.split_s.weight.copy_(eye[res:])
+                self.split_as_conv = True
+        return self
+
+    def pruning_excluded_convs(self) -> list:
+        """The 0/1 selection convs (`split_res`, `split_s`, the blocks' `cat_conv`): exact
+        index maps that folding removes, so weight pruning must not touch them."""
+        candidates = (getattr(self, 'split_res', None), getattr(self, 'split_s', None),
+                      getattr(self.S, 'cat_conv', None), getattr(self.B, 'cat_conv', None))
+        return [m for m in candidates if m is not None]
 
     @classmethod
     def recognises(cls, sd: dict) -> bool:

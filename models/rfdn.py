@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .blocks import ESA, conv_same, lrelu, pixelshuffle_upsampler
+from .blocks import ESA, conv_same, convs_inside, lrelu, pixelshuffle_upsampler
 from .registry import SRModel, count_indexed, register_model, scale_from_upsampler
 
 
@@ -84,6 +84,31 @@ class RFDN(SRModel):
         out_b = self.c(torch.cat(outs, dim=1))
         out_lr = self.LR_conv(out_b) + out_fea
         return self.upsampler(out_lr)
+
+    # -- compression hooks (see SRModel) ------------------------------------------------
+    def fixed_output_layers(self) -> list:
+        """The upsampler conv: nf -> out·s² channels."""
+        return [self.upsampler[0]]
+
+    def attention_convs(self) -> list:
+        return convs_inside(self, ESA)
+
+    def block_names(self) -> list:
+        return [f'B{i}' for i in range(1, self.num_modules + 1)]
+
+    def drop_blocks_state(self, state: dict, keep: list):
+        """The blocks renumbered (SRModel's rule), and the fusion conv `c.0` (1×1 over the
+        concatenated block outputs, weight (nf, Σ block widths, 1, 1)) keeping the input
+        columns of the kept blocks, in order."""
+        out = super().drop_blocks_state(state, keep)
+        w = state['c.0.weight']
+        widths = [int(state[f'{name}.c5.weight'].shape[0]) for name in self.block_names()]
+        if sum(widths) != w.shape[1]:
+            raise RuntimeError(f'c.0 has {w.shape[1]} inputs, the blocks output {sum(widths)}')
+        starts = [sum(widths[:i]) for i in range(len(widths))]
+        cols = [w[:, starts[i - 1]:starts[i - 1] + widths[i - 1]] for i in keep]
+        out['c.0.weight'] = torch.cat(cols, dim=1).clone()
+        return out
 
     @classmethod
     def recognises(cls, sd: dict) -> bool:

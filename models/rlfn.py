@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .blocks import LightESA, conv_same, lrelu, pixelshuffle_upsampler
+from .blocks import LightESA, conv_same, convs_inside, lrelu, pixelshuffle_upsampler
 from .registry import SRModel, count_indexed, register_model, scale_from_upsampler
 
 
@@ -67,6 +67,17 @@ class RLFN(SRModel):
             h = getattr(self, f'{self.block_prefix}{i}')(h)
         out_low_resolution = getattr(self, self.tail_name)(h) + out_feature
         return self.upsampler(out_low_resolution)
+
+    # -- compression hooks (see SRModel) ------------------------------------------------
+    def fixed_output_layers(self) -> list:
+        """The upsampler conv: feature_channels -> out·s² channels."""
+        return [self.upsampler[0]]
+
+    def attention_convs(self) -> list:
+        return convs_inside(self, LightESA)
+
+    def block_names(self) -> list:
+        return [f'{self.block_prefix}{i}' for i in range(1, self.num_blocks + 1)]
 
     @classmethod
     def recognises(cls, sd: dict) -> bool:

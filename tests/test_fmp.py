@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from models import RFDN, load_model
+from models import RFDN, SRModel, load_model
 from utils.compress.fmp import CRITERIA, apply_masks, fmp_prune, masks_from_zeros, sparse_size, table_line
 from utils.io.checkpoint import save_state_dict
 from utils.io.errors import UserError
@@ -68,11 +68,14 @@ def test_criteria_reach_the_params_budget(criterion):
 def test_sparse_flops_of_a_half_masked_conv():
     torch.manual_seed(0)
 
-    class One(nn.Module):
+    class One(SRModel):
         def __init__(self):
             super().__init__()
             self.conv = nn.Conv2d(3, 8, 3, padding=1)
-            self.upsampler = nn.Sequential(nn.Conv2d(8, 3, 1))     # the fixed output conv
+            self.upsampler = nn.Sequential(nn.Conv2d(8, 3, 1))
+
+        def fixed_output_layers(self):
+            return [self.upsampler[0]]                                  # never masked
 
         def forward(self, x):
             return self.upsampler(self.conv(x))

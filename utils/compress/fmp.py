@@ -20,9 +20,10 @@ What this module does, and where it differs from the paper:
   pruned. When a step would overshoot the budget window the step size is bisected; if no
   uniform step lands in the window, single channels are removed from one group at a time.
 * **Weight pruning** is unstructured global magnitude pruning with binary masks over the
-  weights of every Conv2d except the upsampler conv (its input and output are fixed and it
-  is a small share of the model) and the 1×1 selection helpers of ParallelRFDN
-  (`split_res`, `split_s`, `cat_conv`: identity matrices, folded away later). Within a
+  weights of every Conv2d except the model's `fixed_output_layers()` (the upsampler conv:
+  its input and output are fixed and it is a small share of the model) and its
+  `pruning_excluded_convs()` (ParallelRFDN's 1×1 selection convs `split_res`, `split_s`,
+  `cat_conv`: 0/1 index maps, folded away later). Within a
   conv the largest `min_keep` share (5%) of the weights is never pruned, so no layer can be
   wiped out by the global threshold. Biases are not weight-pruned.
 * **Sparse-aware size** (`sparse_size`): Params = parameters of the channel-pruned model
@@ -59,32 +60,30 @@ import copy
 import json
 import math
 import os
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from utils.compress.pruning import channel_groups, output_layers, prepare_for_pruning, prune_step
-from utils.data import PatchBatches, TrainingSet, find_training_pairs
-from utils.data.eval_sets import folder_set
 from utils.engine.evaluate import evaluate
-from utils.engine.training import TrainConfig, Trainer
 from utils.io.atomic import atomic_write_text
 from utils.io.checkpoint import save_state_dict
 from utils.io.errors import UserError
-from utils.metrics.model_summary import DEFAULT_INPUT, _dummy_input, _hook_flops, _run_with_hooks
+from utils.metrics.model_summary import DEFAULT_INPUT, dummy_input, hook_flops, run_with_hooks
 
 METRICS = ('params', 'flops')
 CRITERIA = ('channel', 'weight', 'total_fixed', 'total')
-HELPER_CONVS = ('split_res', 'split_s', 'cat_conv')   # identity selection convs: never masked
 
 
 # -- masks --------------------------------------------------------------------------------
 def maskable_convs(model: nn.Module) -> dict:
-    """{name: conv} of the convs whose weights may be weight-pruned (see the module doc)."""
-    fixed = {id(m) for m in output_layers(model)}
-    return {n: m for n, m in model.named_modules()
-            if isinstance(m, nn.Conv2d) and id(m) not in fixed and n.split('.')[-1] not in HELPER_CONVS}
+    """{name: conv} of the convs whose weights may be weight-pruned (see the module doc):
+    all but the model's `fixed_output_layers()` and `pruning_excluded_convs()`."""
+    fixed = {id(m) for m in output_layers(model)}       # also checks that model is an SRModel
+    fixed |= {id(m) for m in model.pruning_excluded_convs()}
+    return {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and id(m) not in fixed}
 
 
 def masks_from_zeros(model: nn.Module) -> dict:
@@ -129,7 +128,7 @@ def _profile(model: nn.Module, metric: str, input_shape=DEFAULT_INPUT) -> tuple[
     cost = {n: 0.0 for n in convs}
 
     def hook(module, inputs, output):
-        flops = _hook_flops(module, inputs, output)
+        flops = hook_flops(module, inputs, output)
         if flops:
             total[0] += int(flops)
             if id(module) in names:
@@ -137,7 +136,7 @@ def _profile(model: nn.Module, metric: str, input_shape=DEFAULT_INPUT) -> tuple[
 
     was_training = model.training
     model.eval()
-    _run_with_hooks(model, _dummy_input(model, input_shape), hook)
+    run_with_hooks(model, dummy_input(model, input_shape), hook)
     model.train(was_training)
     return float(total[0]), cost
 
@@ -497,61 +496,38 @@ def table_line(report: dict, psnr_y: float | None = None) -> str:
 
 
 # -- prune.py --mode fmp ------------------------------------------------------------------
-def run_fmp(model, args, shared: str) -> int:
-    """prune.py --mode fmp: prune, fine-tune with the masks kept, write pruned.pth and
-    fmp_report.json, print the Table-3 line."""
-    import glob
+@dataclass
+class FmpSettings:
+    """What prune.py --mode fmp asks for: the budget `metric` ('params' or 'flops', sparse-aware),
+    the remaining share `target` in (0, 1), the convergence `criterion` (CRITERIA) and the
+    channel `importance` (utils.compress.pruning)."""
+    target: float
+    metric: str = 'params'
+    criterion: str = 'total'
+    importance: str = 'l1'
 
 
-    metric, criterion, target = args.fmp_metric, args.fmp_criterion, args.fmp_target
-    if metric not in METRICS:
-        raise UserError(f'--fmp_metric must be one of {", ".join(METRICS)}, got "{metric}"')
-    if criterion not in CRITERIA:
-        raise UserError(f'--fmp_criterion must be one of {", ".join(CRITERIA)}, got "{criterion}"')
-    if target is None:
-        raise UserError('--mode fmp needs --fmp_target FRACTION (remaining share, e.g. 0.6)')
-    if not 0.0 < target < 1.0:
-        raise UserError(f'--fmp_target must be in (0, 1), got {target}')
-    os.makedirs(args.out_dir, exist_ok=True)
-    val_set = folder_set(args.val_hr_dir, None, model.scale) if args.val_hr_dir not in (None, 'none') else None
+def run_fmp(model: nn.Module, settings: FmpSettings, *, out_dir: str, output: str, val_set=None,
+            finetune=None, calib_batch=None, device: str = 'cpu') -> dict:
+    """Prune by `settings`, fine-tune with the masks kept (`finetune(model, post_step)`, e.g. a
+    utils.engine.finetune.Finetuner; None: no fine-tuning), write the dense state_dict to
+    `output` and OUT_DIR/fmp_report.json, print the Table-3 line; returns the report.
 
-    cache = None
-    data_dirs = None
-    if args.finetune_iters > 0:
-        data_dirs = args.data_dir or sorted(d for d in glob.glob(os.path.join(shared, 'train', '*'))
-                                            if os.path.isdir(d))
-        cache = TrainingSet(find_training_pairs(data_dirs, model.scale), model.scale, args.patch_size)
-    calib = None
-    if cache is not None:
-        calib = PatchBatches(cache, min(args.batch_size, 8), [(args.patch_size, 1)], args.seed)[0]
-    teacher = copy.deepcopy(model).eval() if args.distill else None
-
-    def finetune_with_masks(m, post_step):
-        import shutil
-        scratch = os.path.join(args.out_dir, '_finetune')
-        shutil.rmtree(scratch, ignore_errors=True)
-        cfg = TrainConfig(out_dir=scratch, data_dirs=data_dirs, scale=m.scale,
-                          batch_size=args.batch_size, patch_size=args.patch_size,
-                          iters=args.finetune_iters, lr=args.lr, scheduler='constant',
-                          loss=args.loss, distill='output' if args.distill else 'none',
-                          val_every=0, save_every=10 ** 9, workers=args.workers,
-                          seed=args.seed, device=args.device, log_every=10)
-        Trainer(m, cfg, teacher, train_set=cache, val_set=val_set, post_step=post_step).fit()
-        shutil.rmtree(scratch, ignore_errors=True)
-
-    finetune = finetune_with_masks if cache is not None else None
-    model, masks, report = fmp_prune(model, metric, target, criterion, finetune=finetune,
-                                     calib_batch=calib, importance=args.importance, progress=print)
+    `calib_batch`: (lr, hr) in 0–1 for the 'total' rule (default: `default_calibration`);
+    `val_set`: the PSNR-Y of the result is measured on it when given."""
+    os.makedirs(out_dir, exist_ok=True)
+    model, masks, report = fmp_prune(model, settings.metric, settings.target, settings.criterion,
+                                     finetune=finetune, calib_batch=calib_batch,
+                                     importance=settings.importance, progress=print)
     report['params_sparse'] = sparse_size(model, masks, 'params')
     report['flops_sparse'] = sparse_size(model, masks, 'flops')
     psnr = None
     if val_set is not None:
-        res = evaluate(model.eval(), val_set, args.device, progress=False, warmup=False)
+        res = evaluate(model.eval(), val_set, device, progress=False, warmup=False)
         psnr = sum(res['psnr_y']) / len(res['psnr_y'])
         report['psnr_y'] = psnr
-    output = args.output or os.path.join(args.out_dir, 'pruned.pth')
     save_state_dict(model.state_dict(), output)
-    atomic_write_text(os.path.join(args.out_dir, 'fmp_report.json'), json.dumps(report, indent=1))
+    atomic_write_text(os.path.join(out_dir, 'fmp_report.json'), json.dumps(report, indent=1))
     print(f'wrote {output}')
     print(table_line(report, psnr))
-    return 0
+    return report

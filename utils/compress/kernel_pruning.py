@@ -6,14 +6,16 @@ sensitive 3×3 convs by 1×1 convs initialised with the centre weights
 (`block_4.c2_r`, `conv_2`, `upsampler.0` in `team17_AdvancedSR.pth`), then removed the
 biases of every conv except the first conv's and ESA's, and fine-tuned.
 
-- `eligible_convs(model)`: the convs considered (k > 1, stride 1, not the first conv, not
-  inside ESA: ESA's large receptive field is its purpose).
+- `eligible_convs(model)`: the convs considered (k > 1, stride 1, none of the model's
+  `kernel_prune_keep()` convs: the first conv and the attention convs, whose large
+  receptive field is their purpose).
 - `centre_tap_share(model, images)`: share of each eligible conv's response carried by the
   centre tap, measured on real inputs.
 - `replace_with_1x1(model, names)`: the kernel-pruning step itself (in place).
 - `psnr_drop_table(model, names, eval_set)`: the sensitivity analysis (PSNR-Y drop when a
   single conv is replaced), ranked.
-- `bias_prune(model, keep)`: the bias-pruning step (in place).
+- `bias_prune(model, keep)`: the bias-pruning step (in place); by default it keeps the
+  biases of the model's `kernel_prune_keep()` convs.
 
 Neither pruning step is exact in general: `replace_with_1x1` is exact iff the kernel is zero
 outside its centre, `bias_prune` iff the removed biases are zero. Both are meant to be
@@ -30,12 +32,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from models.blocks import ESA, LightESA, apply_conv_overrides, conv_spec
+from models.blocks import apply_conv_overrides, conv_spec
+from models.registry import compression_hooks
 from utils.engine.evaluate import mean_psnr_y
 from utils.engine.inference import forward_padded
 from utils.io.image_io import uint8_to_tensor
-
-_ATTENTION_TYPES = (ESA, LightESA)
 
 
 def _named_convs(model: nn.Module) -> dict:
@@ -74,22 +75,14 @@ def _same_kxk_convs(model: nn.Module, names) -> dict:
 def eligible_convs(model: nn.Module) -> list:
     """Names of the convs that kernel pruning considers, in module order.
 
-    Every square 'same' conv with k > 1 and stride 1, except the first conv of the model
-    (its input is the image) and the convs inside ESA / LightESA modules (or any module
-    whose name contains 'esa'). The tail conv and the upsampler conv are included.
+    Every square 'same' conv with k > 1 and stride 1, except the model's
+    `kernel_prune_keep()` convs (by default the first conv, whose input is the image, and
+    the `attention_convs()`, e.g. those inside ESA). The tail conv and the upsampler conv
+    are included.
     """
-    attention = [n for n, m in model.named_modules()
-                 if n and (isinstance(m, _ATTENTION_TYPES) or 'esa' in n.split('.')[-1].lower())]
-    convs = list(_named_convs(model).items())
-    first = convs[0][0] if convs else None
-    names = []
-    for name, conv in convs:
-        if name == first or not _is_same_kxk(conv):
-            continue
-        if any(name.startswith(a + '.') for a in attention):
-            continue
-        names.append(name)
-    return names
+    keep = {id(m) for m in compression_hooks(model).kernel_prune_keep()}
+    return [name for name, conv in _named_convs(model).items()
+            if id(conv) not in keep and _is_same_kxk(conv)]
 
 
 def _as_batch(img: torch.Tensor) -> torch.Tensor:
@@ -226,19 +219,24 @@ def psnr_drop_table(model: nn.Module, names, eval_set, device='cpu') -> list:
 
 
 @torch.no_grad()
-def bias_prune(model: nn.Module, keep=('conv_1', 'fea_conv', '*esa*')) -> list:
-    """Remove the bias of every conv whose module name matches no `keep` pattern (fnmatch,
-    case-sensitive); in place. Returns the names whose bias was removed, in module order.
+def bias_prune(model: nn.Module, keep=None) -> list:
+    """Remove the bias of every conv not kept; in place. Returns the names whose bias was
+    removed, in module order.
 
-    The default keeps the first conv of RLFN (`conv_1`, `fea_conv` in the 2022 layout)
-    and all ESA convs, as AdvancedSR did. The function is unchanged iff the removed biases
-    were zero: otherwise fine-tune afterwards (AdvancedSR retrained the bias-free subnet).
+    keep: fnmatch patterns (case-sensitive) of the conv names whose bias stays, or None for
+    the model's `kernel_prune_keep()` convs: the first conv and the attention convs, which
+    for RLFN is what AdvancedSR kept (`conv_1` and ESA). The function is unchanged iff the
+    removed biases were zero: otherwise fine-tune afterwards (AdvancedSR retrained the
+    bias-free subnet).
     """
     if isinstance(keep, str):
         keep = (keep,)
+    kept_ids = {id(m) for m in compression_hooks(model).kernel_prune_keep()} if keep is None else set()
     overrides, olds = {}, {}
     for name, conv in _named_convs(model).items():
-        if conv.bias is None or any(fnmatch.fnmatchcase(name, pat) for pat in keep):
+        if conv.bias is None or id(conv) in kept_ids:
+            continue
+        if keep is not None and any(fnmatch.fnmatchcase(name, pat) for pat in keep):
             continue
         in_ch, out_ch, k, _ = conv_spec(conv)
         overrides[name] = (in_ch, out_ch, k, False)

@@ -14,7 +14,6 @@ import io
 import json
 import os
 import re
-import shutil
 
 import torch
 
@@ -36,6 +35,11 @@ from utils.io.checkpoint import remove_stale_temp_files, save_state_dict
 from utils.io.errors import UserError
 from utils.io.image_io import uint8_to_tensor
 from utils.metrics.model_summary import count_params, fvcore_flops, measure_runtime, ntire_flops
+
+
+class ScheduleMismatchError(UserError):
+    """A resumed run asks for another schedule (steps, ratio, budget) than the one it was
+    started with."""
 
 
 def measure_row(model, val_set, device) -> dict:
@@ -76,7 +80,8 @@ def plot_log(rows: list, path: str) -> None:
     plt.close(fig)
 
 
-def _write_logs(rows: list, out_dir: str) -> None:
+def write_logs(rows: list, out_dir: str) -> None:
+    """prune_log.csv, prune_log.json (every row) and the PSNR-vs-FLOPs plot, atomically."""
     keys = ['step', 'ratio', 'conv', 'centre_share', 'params_M', 'flops_G', 'fvcore_G', 'cpu_ms_256',
             'psnr_y', 'psnr_y_before_ft']
     table = io.StringIO()
@@ -102,7 +107,7 @@ def iterative_prune(model, *, out_dir: str, steps: int, ratio: float | None = No
                     budget: tuple | None = None, importance: str = 'l1', round_to: int | None = None,
                     finetune=None, val_set=None, device='cpu', grad_batch_fn=None,
                     resume: bool = False, progress=print, measure_before: bool = True) -> tuple:
-    """Prune `model` in `steps` steps, fine-tuning after each with `finetune(model, step)`.
+    """Prune `model` in `steps` steps, fine-tuning after each with `finetune(model)`.
 
     Either `ratio` (share of prunable channels removed in all, spread linearly over the
     steps as in the PRFDN paper) or `budget` = (metric, target) with metric in params / flops /
@@ -111,7 +116,7 @@ def iterative_prune(model, *, out_dir: str, steps: int, ratio: float | None = No
     """
     make_importance(importance)                     # unknown names fail before any work
     if steps < 1:
-        raise UserError(f'--steps must be at least 1, got {steps}')
+        raise UserError(f'the number of steps must be at least 1, got {steps}')
     os.makedirs(out_dir, exist_ok=True)
     model = prepare_for_pruning(model)
     build_pruner(copy.deepcopy(model).eval(), 0.5, make_importance('l1'), round_to)  # traceable?
@@ -130,7 +135,7 @@ def iterative_prune(model, *, out_dir: str, steps: int, ratio: float | None = No
                 saved = json.load(f)
             if saved['steps'] != steps or saved['ratio'] != ratio or \
                     (saved['budget'] and list(saved['budget'][:2]) != list(budget or [])[:2]):
-                raise UserError(f'--resume: the schedule differs from {plan_path}')
+                raise ScheduleMismatchError(f'the schedule differs from {plan_path}')
             plan = saved
             model = prepare_for_pruning(load_model(path, device=device))
             with open(os.path.join(out_dir, 'prune_log.json')) as f:
@@ -145,7 +150,7 @@ def iterative_prune(model, *, out_dir: str, steps: int, ratio: float | None = No
                             f'{plan["start_value"]:.4g}')
     if not rows:
         rows = [{'step': 0, 'ratio': 0.0, **measure_row(model, val_set, device)}]
-        _write_logs(rows, out_dir)
+        write_logs(rows, out_dir)
     with open(plan_path, 'w') as f:
         json.dump(plan, f, indent=1)
     ratios = schedule_ratios(ratio, steps) if budget is None else None
@@ -165,12 +170,12 @@ def iterative_prune(model, *, out_dir: str, steps: int, ratio: float | None = No
         if finetune is not None and val_set is not None and measure_before:
             before = psnr_only(model, val_set, device)
         if finetune is not None:
-            finetune(model, step)
+            finetune(model)
         row = {'step': step, 'ratio': r, **measure_row(model, val_set, device),
                'psnr_y_before_ft': before, 'widths': conv_widths(model)}
         rows.append(row)
         save_state_dict(model.state_dict(), os.path.join(out_dir, f'step_{step:02d}.pth'))
-        _write_logs(rows, out_dir)
+        write_logs(rows, out_dir)
         psnr_text = f', PSNR-Y {row["psnr_y"]:.3f} dB' if 'psnr_y' in row else ''
         progress(f'step {step}/{steps}: params {row["params_M"]:.4f} M, FLOPs {row["flops_G"]:.2f} G, '
                  f'{row["cpu_ms_256"]:.0f} ms{psnr_text}')
@@ -182,17 +187,6 @@ def iterative_prune(model, *, out_dir: str, steps: int, ratio: float | None = No
     return model, rows
 
 
-def make_finetune(trainer_factory, keep_dir: str):
-    """A finetune(model, step) that trains with a fresh Trainer in a scratch folder."""
-    def finetune(model, step):
-        scratch = os.path.join(keep_dir, '_finetune')
-        shutil.rmtree(scratch, ignore_errors=True)
-        trainer = trainer_factory(model, scratch)
-        trainer.fit()
-        shutil.rmtree(scratch, ignore_errors=True)
-    return finetune
-
-
 def progressive_kernel_prune(model, *, out_dir: str, count: int | None = None,
                              target_latency_ms: float | None = None, finetune=None,
                              val_set=None, device='cpu', progress=print) -> tuple:
@@ -201,13 +195,13 @@ def progressive_kernel_prune(model, *, out_dir: str, count: int | None = None,
     every replacement), fine-tuning in between; stop after `count` convs or once the
     256² latency is at or below `target_latency_ms`."""
     if count is None and target_latency_ms is None:
-        raise UserError('kernel pruning needs --kernel_prune K or --target_latency_ms')
+        raise UserError('kernel pruning needs a number of convs or a target latency')
     if val_set is None:
-        raise UserError('kernel pruning ranks convs on the validation images: give --val_hr_dir')
+        raise UserError('kernel pruning ranks convs on the validation images: no validation set given')
     os.makedirs(out_dir, exist_ok=True)
     images = [uint8_to_tensor(item.load_lr(), model.input_range).to(device) for item in val_set.items]
     rows = [{'step': 0, 'ratio': None, **measure_row(model, val_set, device)}]
-    _write_logs(rows, out_dir)
+    write_logs(rows, out_dir)
     step = 0
     while True:
         if count is not None and step >= count:
@@ -224,12 +218,12 @@ def progressive_kernel_prune(model, *, out_dir: str, count: int | None = None,
         step += 1
         before = measure_row(model, val_set, device).get('psnr_y') if finetune else None
         if finetune is not None:
-            finetune(model, step)
+            finetune(model)
         row = {'step': step, 'ratio': None, 'conv': name, 'centre_share': shares[name],
                **measure_row(model, val_set, device), 'psnr_y_before_ft': before}
         rows.append(row)
         save_state_dict(model.state_dict(), os.path.join(out_dir, f'step_{step:02d}.pth'))
-        _write_logs(rows, out_dir)
+        write_logs(rows, out_dir)
         progress(f'step {step}: {name} (centre share {shares[name]:.3f}) -> 1×1; '
                  f'{row["flops_G"]:.2f} G, {row["cpu_ms_256"]:.0f} ms, PSNR-Y {row["psnr_y"]:.3f} dB')
     return model, rows

@@ -1,10 +1,12 @@
 """Structured channel pruning with Torch-Pruning (DepGraph), iterative or to a budget.
 
 The dependency graph does the bookkeeping: channels coupled by residual additions, ESA's
-gating product, concatenations, splits and 1×1 helper convs are pruned together. The image
-input (3 channels) and the upsampler's 3·s² outputs are never pruned. A pruned model is an
-ordinary model of the same class with irregular widths; `models.load_model` rebuilds it
-from its tensors.
+gating product, concatenations, splits and 1×1 selection convs are pruned together. The
+image input (3 channels) and the outputs of the model's `fixed_output_layers()` (the
+upsampler's 3·s² channels) are never pruned; `prepare_for_pruning` applies the model's own
+`prepare_for_pruning()` hook (see `models.registry.SRModel`). A pruned model is an ordinary
+model of the same class with irregular widths; `models.load_model` rebuilds it from its
+tensors.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
-from models.prfdn import ParallelRFDN
+from models.registry import compression_hooks
 from utils.io.errors import UserError
 from utils.metrics.model_summary import count_params, measure_runtime, ntire_flops
 
@@ -36,35 +38,16 @@ def make_importance(name: str):
 
 
 def output_layers(model: nn.Module) -> list:
-    """Layers whose output channels are fixed: the upsampler conv (3·s² outputs)."""
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    last = [m for m in convs if m.out_channels % 3 == 0 and m is convs[-1]]
-    if hasattr(model, 'upsampler'):
-        return [model.upsampler[0]]
-    return last or convs[-1:]
+    """Layers whose output channels are fixed: the model's `fixed_output_layers()`
+    (the upsampler conv with its 3·s² outputs)."""
+    return list(compression_hooks(model).fixed_output_layers())
 
 
 def prepare_for_pruning(model: nn.Module) -> nn.Module:
-    """Make a model traceable by Torch-Pruning.
-
-    A ParallelRFDN whose stacked head is split with torch.split trips Torch-Pruning 1.6's
-    index mapping (split feeding both a concatenation and a residual add); the PRFDN paper's remedy
-    is to write the split as 1×1 selection convs, an exact rewrite (`reparam.py --fold`
-    removes them after pruning).
-    """
-    if isinstance(model, ParallelRFDN) and not model.split_as_conv and model.B.groups == 1:
-        with torch.no_grad():
-            res = model.LR_conv.out_channels
-            total = model.head.out_channels
-            eye = torch.eye(total, device=model.head.weight.device).view(total, total, 1, 1)
-            model.split_res = nn.Conv2d(total, res, 1, bias=False).to(eye.device)
-            model.split_s = nn.Conv2d(total, total - res, 1, bias=False).to(eye.device)
-            model.split_res.weight.copy_(eye[:res])
-            model.split_s.weight.copy_(eye[res:])
-            model.split_as_conv = True
-    if getattr(getattr(model, 'B', None), 'groups', 1) > 1:
-        raise UserError('grouped ParallelRFDN: prune the dense merge (reparam.py without --grouped)')
-    return model
+    """`model` made traceable by Torch-Pruning, in place and with the same function (its
+    `prepare_for_pruning()` hook, e.g. ParallelRFDN's split written as 1×1 convs); returns
+    the model. UserError for a model that cannot be channel-pruned."""
+    return compression_hooks(model).prepare_for_pruning()
 
 
 def example_input(model: nn.Module, size: int = 32) -> torch.Tensor:
@@ -173,7 +156,7 @@ def conv_widths(model: nn.Module) -> dict:
     return {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
 
 
-# -- helpers used by the exactness test and by weight pruning -----------------------------------
+# -- dependency groups, for the exactness test and for weight pruning ------------------------------
 def channel_groups(model: nn.Module, example: torch.Tensor | None = None):
     """Torch-Pruning's dependency graph and the prunable groups of `model`."""
     example = example_input(model) if example is None else example

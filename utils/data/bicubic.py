@@ -2,7 +2,7 @@
 
 `imresize(hr, 1/s)` is separable: every LR pixel is a fixed weighted sum of at most
 4·s + 2 HR pixels per axis, with symmetric padding at the borders. `bicubic_crop` takes
-the weights and tap indices of the whole image (`matlab_functions._contributions`, the
+the weights and tap indices of the whole image (`matlab_functions.resize_contributions`, the
 very arrays `imresize` uses), keeps the rows of the wanted LR crop, and applies them in
 the same order with the same uint8 rounding between the two passes. Every floating-point
 operation is the one `imresize` performs for those pixels, so the crop is bit-identical to
@@ -15,13 +15,13 @@ from functools import lru_cache
 
 import numpy as np
 
-from utils.io.matlab_functions import _contributions, _round_to_uint8_range
+from utils.io.matlab_functions import resize_contributions, round_to_uint8_range
 
 
 @lru_cache(maxsize=64)
 def _taps(in_length: int, scale: int):
     """(weights (out, taps) float64, indices (out, taps) int64) of one ÷scale axis."""
-    weights, indices = _contributions(in_length, in_length // scale, 1.0 / scale, True)
+    weights, indices = resize_contributions(in_length, in_length // scale, 1.0 / scale, True)
     weights.setflags(write=False)
     indices.setflags(write=False)
     return weights, indices
@@ -64,6 +64,6 @@ def bicubic_crop(hr: np.ndarray, scale: int, top: int, left: int, height: int, w
     col0, col1 = int(col_i.min()), int(col_i.max()) + 1
     region = hr[row0:row1, col0:col1].astype(np.float64)
     # imresize: equal scales -> axis 0 (rows) first, rounded to uint8 values after each pass
-    rows = _round_to_uint8_range(_apply_taps(region, row_w, row_i - row0))
+    rows = round_to_uint8_range(_apply_taps(region, row_w, row_i - row0))
     cols = _apply_taps(np.ascontiguousarray(np.moveaxis(rows, 1, 0)), col_w, col_i - col0)
-    return np.moveaxis(_round_to_uint8_range(cols), 0, 1).astype(np.uint8)
+    return np.moveaxis(round_to_uint8_range(cols), 0, 1).astype(np.uint8)

@@ -26,7 +26,7 @@ def _cubic(x):
             + (-0.5 * absx3 + 2.5 * absx2 - 4 * absx + 2) * far)
 
 
-def _contributions(in_length, out_length, scale, antialiasing):
+def resize_contributions(in_length, out_length, scale, antialiasing):
     """Per-output-pixel taps of one 1-D resize, like MATLAB's ``contributions``.
 
     Output pixel x (1-based) samples the input at u = x/scale + 0.5*(1 - 1/scale).
@@ -69,7 +69,7 @@ def _contributions(in_length, out_length, scale, antialiasing):
 
 def _resize_along_axis(img, axis, out_length, scale, antialiasing):
     """Resize float64 ``img`` along ``axis`` (0 = H, 1 = W) to ``out_length``."""
-    weights, indices = _contributions(img.shape[axis], out_length, scale, antialiasing)
+    weights, indices = resize_contributions(img.shape[axis], out_length, scale, antialiasing)
     # Contiguous rows make the fancy-index gathers below several times faster.
     moved = np.ascontiguousarray(np.moveaxis(img, axis, 0))
     weight_shape = (out_length,) + (1,) * (moved.ndim - 1)
@@ -136,12 +136,12 @@ def imresize(img, scale=None, output_shape=None, antialiasing=True):
             # MATLAB keeps the input class between the two 1-D passes, so a
             # uint8 image is rounded after EACH pass; skipping the intermediate
             # rounding leaves ~10-15% of the benchmark LR pixels off by 1-2.
-            out = _round_to_uint8_range(out)
+            out = round_to_uint8_range(out)
 
     return out.astype(np.uint8) if is_uint8 else out.astype(img.dtype)
 
 
-def _round_to_uint8_range(values):
+def round_to_uint8_range(values):
     """Clip float64 values to 0-255 and round half away from zero (MATLAB uint8 cast).
 
     np.round is half-to-even; after clipping to >= 0, floor(x + 0.5) is

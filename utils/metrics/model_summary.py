@@ -43,7 +43,8 @@ _RELU_TYPES = (nn.ReLU, nn.PReLU, nn.ELU, nn.LeakyReLU, nn.ReLU6)
 _ACTIVATION_TYPES = (nn.Conv2d, nn.ConvTranspose2d, nn.Conv1d, nn.Linear, nn.ConvTranspose1d)
 
 
-def _dummy_input(model: nn.Module, input_shape=DEFAULT_INPUT) -> torch.Tensor:
+def dummy_input(model: nn.Module, input_shape=DEFAULT_INPUT) -> torch.Tensor:
+    """A random (1, *input_shape) input in 0–1 on the model's device and dtype."""
     p = next(model.parameters(), None)
     device = p.device if p is not None else torch.device('cpu')
     dtype = p.dtype if p is not None else torch.float32
@@ -59,7 +60,7 @@ def count_convs(model: nn.Module) -> int:
     return sum(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
-def _hook_flops(module: nn.Module, inputs, output) -> int | None:
+def hook_flops(module: nn.Module, inputs, output) -> int | None:
     """FLOPs of one call by the NTIRE 2022/2023 rules; None for modules they ignore.
 
     Convolutions: k_h·k_w·C_in·(C_out/groups) per output position, bias not counted.
@@ -85,7 +86,8 @@ def _hook_flops(module: nn.Module, inputs, output) -> int | None:
     return None
 
 
-def _run_with_hooks(model: nn.Module, x: torch.Tensor, hook) -> None:
+def run_with_hooks(model: nn.Module, x: torch.Tensor, hook) -> None:
+    """One no-grad forward of `x` with `hook(module, inputs, output)` on every module."""
     handles = [m.register_forward_hook(hook) for m in model.modules()]
     try:
         with torch.no_grad():
@@ -100,11 +102,11 @@ def ntire_flops(model: nn.Module, input_shape=DEFAULT_INPUT) -> int:
     total = [0]
 
     def hook(module, inputs, output):
-        flops = _hook_flops(module, inputs, output)
+        flops = hook_flops(module, inputs, output)
         if flops:
             total[0] += int(flops)
 
-    _run_with_hooks(model, _dummy_input(model, input_shape), hook)
+    run_with_hooks(model, dummy_input(model, input_shape), hook)
     return total[0]
 
 
@@ -117,7 +119,7 @@ def ntire_activations(model: nn.Module, input_shape=DEFAULT_INPUT) -> tuple[int,
             acts[0] += output.numel()
             convs[0] += 1
 
-    _run_with_hooks(model, _dummy_input(model, input_shape), hook)
+    run_with_hooks(model, dummy_input(model, input_shape), hook)
     return acts[0], convs[0]
 
 
@@ -125,7 +127,7 @@ def fvcore_flops(model: nn.Module, input_shape=DEFAULT_INPUT) -> int:
     """FLOPs by fvcore's FlopCountAnalysis (the NTIRE 2024 counter)."""
     from fvcore.nn import FlopCountAnalysis
     clone = copy.deepcopy(model).eval()
-    x = _dummy_input(clone, input_shape)
+    x = dummy_input(clone, input_shape)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter('ignore')
         analysis = FlopCountAnalysis(clone, x)
@@ -139,7 +141,7 @@ def thop_macs(model: nn.Module, input_shape=DEFAULT_INPUT) -> int:
 
     from thop import profile
     clone = copy.deepcopy(model).eval()
-    x = _dummy_input(clone, input_shape)
+    x = dummy_input(clone, input_shape)
     logging.getLogger('thop').setLevel(logging.ERROR)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter('ignore')
@@ -154,7 +156,7 @@ def longest_conv_path(model: nn.Module, input_shape=(3, 64, 64)) -> int:
     depth of its deepest input. Branches that run side by side do not add up, which is
     what PRFDN's re-parametrization is about.
     """
-    x = _dummy_input(model, input_shape).requires_grad_(True)
+    x = dummy_input(model, input_shape).requires_grad_(True)
     with torch.enable_grad():
         out = model(x)
     depth: dict = {}
