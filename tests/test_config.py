@@ -74,6 +74,7 @@ def _same_tensors(a, b):
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+@pytest.mark.slow
 def test_merge_recipe_gives_the_tensors_of_the_flags(tmp_path, shared_dir):
     """options/prfdn/merge.yaml (input and output redirected) = the same merge given as flags."""
     import torch
@@ -94,6 +95,7 @@ def test_merge_recipe_gives_the_tensors_of_the_flags(tmp_path, shared_dir):
     assert 'B.cat_conv.weight' in torch.load(by_recipe, weights_only=True)   # the recipe's options took
 
 
+@pytest.mark.slow
 def test_pruning_run_repeats_from_its_written_recipe(tmp_path):
     """prune.py writes config.yaml beside the run; --config with it gives the same tensors."""
     import torch

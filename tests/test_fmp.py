@@ -146,6 +146,7 @@ def _cli(repo_root, *args):
                           text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS='1'))
 
 
+@pytest.mark.slow
 def test_prune_cli_fmp(repo_root, tmp_path):
     src = tmp_path / 'rfdn.pth'
     save_state_dict(small_rfdn().state_dict(), str(src))

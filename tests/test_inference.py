@@ -41,6 +41,7 @@ def test_small_input_padded_and_cropped():
     assert out.shape == (1, 3, 10, 18) and one.shape == (1, 3, 2, 2)
 
 
+@pytest.mark.slow
 def test_tiled_psnr_matches_untiled_on_set14(shared_dir):
     """Tiled and untiled PSNR agree within 0.01 dB on Set14 (RFDN ×4)."""
     model = load_model(f'{shared_dir}/pretrained/rfdn_baseline.pth')
@@ -55,6 +56,7 @@ def test_tiled_psnr_matches_untiled_on_set14(shared_dir):
     assert abs(diff) <= 0.01 and abs(diff_y) <= 0.01
 
 
+@pytest.mark.slow
 def test_tiling_bounds_memory(shared_dir):
     """A 384×384 LR (1536² output) with RFDN: tiles of 96 keep the peak far below untiled."""
     import cv2

@@ -42,6 +42,7 @@ def official_summary(shared_dir):
     return get
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('fname', sorted(EXPECTED))
 def test_official_figures(official_summary, fname):
     got = official_summary(fname)

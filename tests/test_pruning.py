@@ -93,6 +93,7 @@ def test_budget_lands_within_two_percent(metric, fraction):
     assert size_of(pruned, metric) == value
 
 
+@pytest.mark.slow
 def test_budget_schedule_is_geometric_and_lands_on_the_target(tmp_path):
     # prune.py --target_flops: step k aims at start * (target / start) ** (k / steps)
     model = small_models()['ParallelRFDN-catconv'].eval()
@@ -123,6 +124,7 @@ def _cli(repo_root, *args):
                           text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS='1'))
 
 
+@pytest.mark.slow
 def test_prune_cli_steps_log_and_bad_input(repo_root, tmp_path):
     torch.manual_seed(0)
     src = tmp_path / 'par.pth'
@@ -152,6 +154,7 @@ def test_prune_cli_steps_log_and_bad_input(repo_root, tmp_path):
         assert not (tmp_path / 'bad' / 'step_01.pth').exists()
 
 
+@pytest.mark.slow
 def test_resume_keeps_completed_steps(repo_root, tmp_path):
     torch.manual_seed(0)
     src = tmp_path / 'rfdn.pth'
@@ -169,6 +172,7 @@ def test_resume_keeps_completed_steps(repo_root, tmp_path):
     assert all(torch.equal(full[k], again[k]) for k in full)
 
 
+@pytest.mark.slow
 def test_kernel_bias_block_modes_cli(repo_root, tmp_path):
     """prune.py --mode kernel / bias / block write checkpoints the builder rebuilds."""
     import cv2
@@ -218,6 +222,7 @@ def test_importances_and_round_to(importance):
     assert all(p.grad is None for p in model.parameters())   # Taylor's gradients cleaned up
 
 
+@pytest.mark.slow
 def test_taylor_without_finetuning_cli(repo_root, tmp_path):
     """Taylor importance needs training batches even when no fine-tuning runs."""
     import cv2

@@ -76,6 +76,7 @@ def _cli(repo_root, *args):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_reparam_cli_and_refusals(repo_root, tmp_path):
     branch = random_branch(8, 4)
     src = tmp_path / 'branch.pth'
@@ -104,6 +105,7 @@ def test_reparam_cli_and_refusals(repo_root, tmp_path):
     assert not bad_out.exists()
 
 
+@pytest.mark.slow
 def test_collapse_cli(repo_root, tmp_path):
     from models import CLBIMDN, IMDN
     torch.manual_seed(0)

@@ -33,6 +33,7 @@ def tiny_data(tmp_path):
     return tmp_path, hr_dir, ckpt
 
 
+@pytest.mark.slow
 def test_demo_writes_ntire_results(repo_root, tiny_data):
     tmp, hr_dir, ckpt = tiny_data
     out = tmp / 'out' / 'res.json'
@@ -94,6 +95,7 @@ def _assert_one_line_error(r, *needles):
         assert n in lines[0], (n, lines[0])
 
 
+@pytest.mark.slow
 def test_runtime_in_turns(repo_root, tiny_data):
     # --runtime_rounds N: every network timed N rounds × 3 calls, in turns, after the evaluation
     tmp, hr_dir, ckpt = tiny_data

@@ -63,6 +63,7 @@ def assert_same(a, b, atol=0.0):
         assert torch.allclose(a[k], b[k], atol=atol, rtol=0), (k, (a[k] - b[k]).abs().max())
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_matches_uninterrupted(repo_root, tiny):
     tmp, data, val, ckpt = tiny
     common = ['--iters', '24', '--save_every', '3', '--val_every', '12']
@@ -90,6 +91,7 @@ def test_resume_after_sigkill_matches_uninterrupted(repo_root, tiny):
     assert isinstance(load_model(str(tmp / 'cut' / 'model_best.pth')), RFDN)
 
 
+@pytest.mark.slow
 def test_resume_with_raised_iters_stretches_the_schedule(repo_root, tiny):
     """A finished cosine run resumed with a larger --iters trains on to the new total, its LR
     following the cosine of the new length (the README's way of continuing a run)."""
@@ -113,6 +115,7 @@ def test_resume_with_raised_iters_stretches_the_schedule(repo_root, tiny):
     assert lr[8] == pytest.approx(floor)
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_matches_one(repo_root, tiny):
     tmp, data, val, ckpt = tiny
     common = ['--iters', '6', '--save_every', '6', '--val_every', '0']
@@ -224,6 +227,7 @@ def test_ema_weights_are_exported(tmp_path):
     assert any(not torch.equal(ema[k], live[k]) for k in live)         # and differ from the live ones
 
 
+@pytest.mark.slow
 def test_init_from_converts_and_two_stage_batches(repo_root, tmp_path):
     """--init_from builds CLBIMDN from an IMDN checkpoint (same function before training);
     a PATCH:STEPS:BATCH stage trains end to end; wrong families get one line."""
