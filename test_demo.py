@@ -22,11 +22,11 @@ import sys
 
 import torch
 
-from models import MODEL_REGISTRY, load_model
+from models import MODEL_REGISTRY, UnrecognisedModelError, load_model
 from models.zoo import MODEL_ZOO
 from utils.compress.export import OnnxSR
-from utils.data.eval_sets import check_set, discover_ntire_sets, folder_set, sample_set
-from utils.engine.entries import EntrySpec, load_entry, read_entry_list
+from utils.data.eval_sets import NoTestSetError, check_set, discover_ntire_sets, folder_set, sample_set
+from utils.engine.entries import EntryError, EntrySpec, load_entry, read_entry_list
 from utils.engine.evaluate import (
     BicubicUpsampler,
     complexity,
@@ -38,7 +38,7 @@ from utils.engine.evaluate import (
 )
 from utils.io.checkpoint import acquire_output_lock, check_output_dir, check_output_file, release_output_lock
 from utils.io.errors import UserError, check_option, run_cli
-from utils.metrics.model_summary import interleaved_runtime
+from utils.metrics.model_summary import interleaved_runtime, measure_runtime
 
 
 def parse_args(argv=None):
@@ -103,6 +103,15 @@ def parse_args(argv=None):
     args.model_zoo_given = args.model_zoo is not None
     args.model_zoo = args.model_zoo or 'model_zoo'
     return args
+
+
+def load_checkpoint(path: str, args, device):
+    """models.load_model with --model; a checkpoint whose architecture is not recognised from
+    its tensors asks for --model."""
+    try:
+        return load_model(path, args.model, device)
+    except UnrecognisedModelError as exc:
+        raise UserError(f'{exc}; pass --model NAME') from None
 
 
 def unique_labels(paths: list) -> list:
@@ -170,6 +179,28 @@ def select_entries(args) -> list:
     return specs
 
 
+#: the options of an --entry that fix an EntryError about each field, and how to say so
+ENTRY_ADVICE = {'class': 'pass --entry_class NAME', 'args': 'check --entry_args',
+                'state_key': 'pass --state_key KEY', 'scale': 'check --scale'}
+
+
+def load_entry_checked(spec: EntrySpec, listed: bool, args, device):
+    """load_entry; an EntryError also says what to change: the options of --entry, or the
+    fields of a `listed` entry in --entry_list (the scale is --scale for both)."""
+    try:
+        return load_entry(spec, args.scale, device)
+    except EntryError as exc:
+        if not exc.fields:
+            raise
+        if listed:
+            in_list = [f'"{field}"' for field in exc.fields if field != 'scale']
+            advice = [f'check {" / ".join(in_list)} of {spec.name} in {args.entry_list}'] if in_list else []
+            advice += [ENTRY_ADVICE['scale']] if 'scale' in exc.fields else []
+        else:
+            advice = [ENTRY_ADVICE[field] for field in exc.fields]
+        raise UserError(f'{exc}; {" or ".join(advice)}') from None
+
+
 def select_sets(args) -> list:
     if args.hr_dir:
         lr_dirs = [None if d == '-' else d for d in (args.lr_dir or [])]
@@ -177,8 +208,12 @@ def select_sets(args) -> list:
             raise UserError('more --lr_dir than --hr_dir folders')
         lr_dirs += [None] * (len(args.hr_dir) - len(lr_dirs))
         return [folder_set(h, l, args.scale) for h, l in zip(args.hr_dir, lr_dirs)]
-    sets = discover_ntire_sets(args.data_dir, args.scale, args.include_test) \
-        if os.path.isdir(args.data_dir) else []
+    sets = []
+    if os.path.isdir(args.data_dir):
+        try:
+            sets = discover_ntire_sets(args.data_dir, args.scale, args.include_test)
+        except NoTestSetError as exc:
+            raise UserError(f'--include_test: {exc}') from None
     if not sets:
         if args.include_test:
             raise UserError(f'--include_test: no NTIRE data under {args.data_dir}')
@@ -189,17 +224,9 @@ def select_sets(args) -> list:
 
 
 def onnx_runtime_256(model) -> float:
-    import statistics
-    import time
+    """Median ms of an ONNX model on a 1×3×256×256 LR (CPU), timed as `complexity` times a network."""
     x = torch.rand(1, 3, 256, 256) * model.input_range
-    for _ in range(2):
-        model(x)
-    times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        model(x)
-        times.append((time.perf_counter() - t0) * 1000.0)
-    return statistics.median(times)
+    return measure_runtime(model, x, warmup=2, repeats=5)['median_ms']
 
 
 def runtime_in_turns(models: list, results: dict, rounds: int, device) -> None:
@@ -263,7 +290,7 @@ def main(argv=None) -> int:
     models = []
     entries = select_entries(args)
     for label, path in select_checkpoints(args):
-        model = load_model(path, args.model, device)
+        model = load_checkpoint(path, args, device)
         if model.scale != args.scale:
             if args.checkpoint or args.model_id is not None:
                 raise UserError(f'{path} is a ×{model.scale} model but --scale is {args.scale}')
@@ -274,15 +301,15 @@ def main(argv=None) -> int:
         if args.fp16:
             model = model.half()
         models.append((label, model))
-    for spec in entries:
-        model = load_entry(spec, args.scale, device)
+    for i, spec in enumerate(entries):
+        model = load_entry_checked(spec, not (args.entry and i == 0), args, device)  # --entry comes first
         models.append((spec.name, model.half() if args.fp16 else model))
     onnx_counts = {}
     if args.onnx:
         onnx_path, source = args.onnx
         if not os.path.isfile(onnx_path):
             raise UserError(f'ONNX file not found: {onnx_path}')
-        src = load_model(source, args.model, 'cpu')
+        src = load_checkpoint(source, args, 'cpu')
         label = os.path.splitext(os.path.basename(onnx_path))[0] + ' (onnx)'
         models.append((label, OnnxSR(onnx_path, src.scale, src.input_range, src.min_input_size)))
         onnx_counts[label] = src

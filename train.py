@@ -20,9 +20,10 @@ import os
 
 import torch
 
-from models import MODEL_REGISTRY, build_model, convert_from, load_model
+from models import CONVERSIONS, MODEL_REGISTRY, build_model, convert_from, load_model, load_recognised_model
 from utils.data import find_training_pairs, parse_patch_schedule
 from utils.data.eval_sets import folder_set
+from utils.data.schedule import SCHEDULE_FORMAT
 from utils.engine.checkpointer import StateMismatchError
 from utils.engine.training import NonFiniteLossError, TrainConfig, Trainer, trainable_parameter_names
 from utils.io.checkpoint import check_output_dir
@@ -107,6 +108,8 @@ def build_student(args):
     if args.init_from:
         if args.pretrained:
             raise UserError('give --pretrained or --init_from, not both')
+        if args.model not in CONVERSIONS:
+            raise UserError(f'--init_from converts into {", ".join(sorted(CONVERSIONS))}, not {args.model}')
         options = {'srfdb_init': args.srfdb_init} if args.srfdb_init else {}
         return convert_from(args.model, args.init_from, **options)
     if args.pretrained:
@@ -153,13 +156,16 @@ def main(argv=None) -> int:
     student = build_student(args)
     if student.scale != args.scale:
         raise UserError(f'the model is ×{student.scale} but --scale is {args.scale}')
-    stages = parse_patch_schedule(args.patch_schedule, args.patch_size, iters)
+    try:
+        stages = parse_patch_schedule(args.patch_schedule, args.patch_size, iters)
+    except UserError:
+        raise UserError(f'bad --patch_schedule "{args.patch_schedule}": expected {SCHEDULE_FORMAT}') from None
     smallest_patch = min(stage[0] for stage in stages)
     if smallest_patch < student.min_input_size:  # ESA's pooling needs this many LR pixels
         raise UserError(f'LR patches of {smallest_patch} pixels are too small for {type(student).__name__}: '
                         f'give --patch_size (and --patch_schedule sizes) of at least '
                         f'{student.min_input_size}')
-    teacher = load_model(args.teacher) if args.teacher else None
+    teacher = load_recognised_model(args.teacher, what='--teacher') if args.teacher else None
     if args.report_gap:
         return report_gap(student, teacher, args)
     if args.distill == 'features' and not (hasattr(student, 'distillation_features')

@@ -30,7 +30,8 @@ from .rlfn import RLFN, RLFN_NTIRE2022
 
 __all__ = ['MODEL_REGISTRY', 'SRModel', 'build_model', 'get_model_class', 'recognise',
            'register_model', 'model_from_state_dict', 'load_model', 'load_recognised_model', 'RFDN', 'RLFN',
-           'RLFN_NTIRE2022', 'IMDN', 'BranchRFDN', 'ParallelRFDN', 'CLBIMDN', 'CONVERSIONS', 'convert_from']
+           'RLFN_NTIRE2022', 'IMDN', 'BranchRFDN', 'ParallelRFDN', 'CLBIMDN', 'CONVERSIONS', 'convert_from',
+           'UnrecognisedModelError']
 
 # training-time architectures that start from a pre-trained model of another family:
 # target class name -> (source class name, classmethod building the target from the source)
@@ -40,20 +41,29 @@ CONVERSIONS = {
 }
 
 
+class UnrecognisedModelError(UserError):
+    """A state_dict whose tensor names fit none of the registered architectures."""
+
+
+def _unrecognised(what: str) -> UnrecognisedModelError:
+    return UnrecognisedModelError(f'cannot recognise the architecture of {what}: its tensor names fit none '
+                                  f'of this repository\'s models ({", ".join(sorted(MODEL_REGISTRY))})')
+
+
 def model_from_state_dict(state_dict: dict, name: str | None = None,
                           label: str = 'checkpoint') -> SRModel:
     """Build the architecture that `state_dict` describes and load it strictly.
 
-    `name` forces a registered class; otherwise the class is recognised from the keys.
-    Raises UserError (one line) when nothing fits, listing missing/unexpected/mismatched keys.
+    `name` forces a registered class; otherwise the class is recognised from the keys
+    (UnrecognisedModelError when none fits). Raises UserError (one line) when the class does
+    not fit, listing missing/unexpected/mismatched keys.
     """
     if name is not None:
         cls = get_model_class(name)
     else:
         cls = recognise(state_dict)
         if cls is None:
-            raise UserError(f'cannot recognise the architecture of {label}; '
-                            f'pass --model NAME (known: {", ".join(sorted(MODEL_REGISTRY))})')
+            raise _unrecognised(label)
     try:
         model = cls.from_state_dict(state_dict)
     except (KeyError, ValueError, IndexError, TypeError):
@@ -91,17 +101,17 @@ def convert_from(target: str, path: str, device: str | torch.device = 'cpu', **o
     source family (e.g. an RLFN given for CLBIMDN).
     """
     if target not in CONVERSIONS:
-        raise UserError(f'--init_from converts into {", ".join(sorted(CONVERSIONS))}, not {target}')
+        raise UserError(f'no conversion builds {target}: conversions build '
+                        f'{", ".join(sorted(CONVERSIONS))}')
     source, convert = CONVERSIONS[target]
     return convert(load_model(path, source), **options).to(device)
 
 
 def load_recognised_model(path: str, device='cpu', what: str = 'checkpoint'):
-    """`models.load_model` for scripts that have no --model flag: the architecture must be
-    recognised from the tensor names, and the error says which families are known rather
-    than advising a flag the script does not have. Returns the model in eval mode."""
+    """`models.load_model` with the architecture recognised from the tensor names; an
+    UnrecognisedModelError names the file as `what` (e.g. the caller's option) and `path`.
+    Returns the model in eval mode."""
     state = read_state_dict(path)
     if recognise(state) is None:
-        raise UserError(f'cannot recognise the architecture of {what} {path}: its tensor names fit none '
-                        f'of this repository\'s models ({", ".join(sorted(MODEL_REGISTRY))})')
+        raise _unrecognised(f'{what} {path}')
     return model_from_state_dict(state, label=os.path.basename(path)).to(device).eval()

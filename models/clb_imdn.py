@@ -22,9 +22,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .blocks import conv_overrides_from_state_dict, conv_same, lrelu
+from .blocks import conv_overrides_from_state_dict, conv_same
 from .imdn import IMDB, IMDN
-from .registry import register_model, scale_from_upsampler
+from .registry import register_model
 
 
 class CollapsibleConv(nn.Module):
@@ -117,20 +117,11 @@ def collapse_modules(module: nn.Module) -> nn.Module:
 class CLBIMDB(IMDB):
     """IMDB whose 3×3 convs (conv1..conv4) are CollapsibleConvs. (N,C,H,W) -> (N,C,H,W).
 
-    Same splits and LeakyReLU placement as IMDB (its forward is reused); the fusion
-    `conv1x1` stays a plain 1×1 conv. After `collapse_modules` the keys are IMDB's.
+    Same splits and LeakyReLU placement as IMDB (its constructor and forward are reused);
+    the fusion `conv1x1` stays a plain 1×1 conv. After `collapse_modules` the keys are IMDB's.
     """
 
-    def __init__(self, channels: int = 64, distill_rate: float = 0.25,
-                 negative_slope: float = 0.05):
-        nn.Module.__init__(self)
-        d = int(channels * distill_rate)
-        r = channels - d
-        self.conv1 = nn.Sequential(CollapsibleConv(channels, channels, 3), lrelu(negative_slope))
-        self.conv2 = nn.Sequential(CollapsibleConv(r, channels, 3), lrelu(negative_slope))
-        self.conv3 = nn.Sequential(CollapsibleConv(r, channels, 3), lrelu(negative_slope))
-        self.conv4 = CollapsibleConv(r, d, 3)
-        self.conv1x1 = nn.Conv2d(d * 4, channels, 1)
+    block_conv = CollapsibleConv
 
 
 @register_model
@@ -140,6 +131,8 @@ class CLBIMDN(IMDN):
     Same constructor as IMDN (nc, nb, upscale, ...). Train this form, then
     `utils.compress.collapse.collapse_model(model)` gives the plain IMDN for inference.
     """
+
+    block_key = 'conv1.0.conv.weight'  # conv1's k×k branch
 
     def __init__(self, in_nc: int = 3, out_nc: int = 3, nc: int = 64, nb: int = 8,
                  upscale: int = 4, negative_slope: float = 0.05,
@@ -194,13 +187,4 @@ class CLBIMDN(IMDN):
     def recognises(cls, sd: dict) -> bool:
         return ('model.0.weight' in sd and 'model.1.sub.0.conv1.0.conv.weight' in sd
                 and 'model.1.sub.0.conv1.0.conv1x1.weight' in sd)
-
-    @classmethod
-    def config_from_state_dict(cls, sd: dict) -> dict:
-        nb = 0
-        while f'model.1.sub.{nb}.conv1.0.conv.weight' in sd:
-            nb += 1
-        head = sd['model.0.weight']
-        return dict(in_nc=int(head.shape[1]), nc=int(head.shape[0]), nb=nb,
-                    upscale=scale_from_upsampler(sd['model.2.weight']))
 

@@ -22,15 +22,18 @@ class IMDB(nn.Module):
     Split sizes are read from the convs, so pruned blocks keep working.
     """
 
+    #: builds the 3×3 convs conv1..conv4: (in channels, out channels, kernel size) -> module
+    block_conv = staticmethod(conv_same)
+
     def __init__(self, channels: int = 64, distill_rate: float = 0.25,
                  negative_slope: float = 0.05):
         super().__init__()
         d = int(channels * distill_rate)
         r = channels - d
-        self.conv1 = nn.Sequential(conv_same(channels, channels, 3), lrelu(negative_slope))
-        self.conv2 = nn.Sequential(conv_same(r, channels, 3), lrelu(negative_slope))
-        self.conv3 = nn.Sequential(conv_same(r, channels, 3), lrelu(negative_slope))
-        self.conv4 = conv_same(r, d, 3)
+        self.conv1 = nn.Sequential(self.block_conv(channels, channels, 3), lrelu(negative_slope))
+        self.conv2 = nn.Sequential(self.block_conv(r, channels, 3), lrelu(negative_slope))
+        self.conv3 = nn.Sequential(self.block_conv(r, channels, 3), lrelu(negative_slope))
+        self.conv4 = self.block_conv(r, d, 3)
         self.conv1x1 = nn.Conv2d(d * 4, channels, 1)
 
     @staticmethod
@@ -62,6 +65,8 @@ class IMDN(SRModel):
 
     input_range = 1.0
     min_input_size = 1
+    #: the tensor of block `model.1.sub.{i}` whose presence counts the blocks of a state_dict
+    block_key = 'conv1.0.weight'
 
     def __init__(self, in_nc: int = 3, out_nc: int = 3, nc: int = 64, nb: int = 8,
                  upscale: int = 4, negative_slope: float = 0.05,
@@ -109,7 +114,7 @@ class IMDN(SRModel):
     @classmethod
     def config_from_state_dict(cls, sd: dict) -> dict:
         nb = 0
-        while f'model.1.sub.{nb}.conv1.0.weight' in sd:
+        while f'model.1.sub.{nb}.{cls.block_key}' in sd:
             nb += 1
         head = sd['model.0.weight']
         return dict(in_nc=int(head.shape[1]), nc=int(head.shape[0]), nb=nb,

@@ -18,7 +18,7 @@ import torch.nn as nn
 from utils.io.errors import UserError
 
 from .blocks import ESA, conv_same, convs_inside, lrelu, pixelshuffle_upsampler
-from .registry import SRModel, count_indexed, register_model, scale_from_upsampler
+from .registry import SRModel, register_model, scale_from_upsampler
 from .rfdn import RFDB, RFDN
 
 
@@ -132,10 +132,8 @@ class BranchRFDN(SRModel):
 
     @classmethod
     def config_from_state_dict(cls, sd: dict) -> dict:
-        w = sd['fea_conv.weight']
-        return dict(in_nc=int(w.shape[1]), nf=int(w.shape[0]),
-                    num_modules=count_indexed(sd, 'B', '.c1_d.weight'),
-                    upscale=scale_from_upsampler(sd['upsampler.0.weight']))
+        """RFDN's: the branch model holds RFDN's tensors under RFDN's names (plus fea_conv{j}, S{j})."""
+        return RFDN.config_from_state_dict(sd)
 
 
 # ----------------------------------------------------------------------------------------

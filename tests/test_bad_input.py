@@ -391,6 +391,24 @@ def test_unknown_checkpoint_advises_no_missing_flag(tmp_path, script, argv):
     assert files_under(tmp_path) == ['unknown.pth']
 
 
+def test_unknown_checkpoint_in_test_demo_asks_for_model(demo):
+    tmp_path, argv = demo
+    torch.save({'foo.weight': torch.zeros(3, 3)}, tmp_path / 'unknown.pth')
+    message = user_error(test_demo.main, [*argv(), '--checkpoint', str(tmp_path / 'unknown.pth')])
+    assert message.startswith('cannot recognise the architecture of unknown.pth: its tensor names fit none')
+    assert message.endswith('; pass --model NAME')
+    assert_demo_wrote_nothing(tmp_path)
+
+
+def test_include_test_without_a_test_set(tmp_path):
+    write_png(tmp_path / 'data' / 'DIV2K_valid_HR' / '0801.png', smooth_image(48, 48))
+    message = user_error(test_demo.main, ['--data_dir', str(tmp_path / 'data'), '--include_test',
+                                          '--model_zoo', str(tmp_path), '--results', str(tmp_path / 'r.json'),
+                                          '--no_save'])
+    assert message.startswith(f'--include_test: no test set under {tmp_path / "data"} (looked for ')
+    assert not (tmp_path / 'r.json').exists()
+
+
 @pytest.mark.parametrize('alias', ['same', 'symlink'])
 def test_reparam_output_equal_to_input_refuses(tmp_path, alias):
     ckpt = tiny_checkpoint(tmp_path / 'in.pth')

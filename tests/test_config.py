@@ -121,10 +121,11 @@ RECIPE_SCRIPTS = {
     'train': ['prfdn/branch_stage1', 'prfdn/branch_stage2', 'prfdn/branch_stage3', 'prfdn/branch_stage4',
               'prfdn/branch_stage5', 'prfdn/branch_stage6', 'prfdn/branch_stage7', 'prfdn/final_finetune',
               'clb_imdn/imdn7_finetune', 'clb_imdn/clb_64', 'clb_imdn/clb_two_stage', 'rlfn_kp/final',
-              'rlfn_kp/final2', 'ablation/srfdb_first_block_stage1', 'ablation/srfdb_first_block_stage2'],
+              'rlfn_kp/final2', 'ablation/srfdb_first_block_stage1', 'ablation/srfdb_first_block_stage2',
+              'ablation/stage7_final_finetune'],
     'prune': ['prfdn/prune', 'clb_imdn/block_prune', 'rlfn_kp/kernel', 'rlfn_kp/bias', 'fmp/channel',
-              'fmp/weight', 'fmp/total_fixed', 'fmp/total'],
-    'reparam': ['prfdn/merge', 'prfdn/fold', 'clb_imdn/collapse'],
+              'fmp/weight', 'fmp/total_fixed', 'fmp/total', 'ablation/stage7_prune_ft60'],
+    'reparam': ['prfdn/merge', 'prfdn/fold', 'clb_imdn/collapse', 'ablation/stage7_merge'],
 }
 
 

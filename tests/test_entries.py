@@ -246,7 +246,7 @@ def test_ambiguous_file_names_candidates_and_entry_class(tmp_path):
     with pytest.raises(UserError) as err:
         find_model_class(module, path)
     msg = str(err.value)
-    assert 'NetB, NetC' in msg and '--entry_class' in msg and 'NetA' not in msg and '\n' not in msg
+    assert 'NetB, NetC' in msg and err.value.fields == ('class',) and 'NetA' not in msg and '\n' not in msg
     assert find_model_class(module, path, 'NetC').__name__ == 'NetC'
     with pytest.raises(UserError, match='no nn.Module class Nope'):
         find_model_class(module, path, 'Nope')
@@ -276,7 +276,7 @@ def test_entry_args_are_literals_only():
         (), {'dim': 36, 'ffn_scale': 1.5, 'depths': [2, 2], 'name': 'x', 'bias': False, 'act': None})
     assert parse_entry_args(None) == ((), {}) and parse_entry_args('  ') == ((), {})
     for bad in ("__import__('os').system('true')", 'x', '*a', '**k', '3, upscale=', 'f(1)', '1) + (2'):
-        with pytest.raises(UserError, match='--entry_args'):
+        with pytest.raises(UserError, match='entry arguments'):
             parse_entry_args(bad)
 
 
@@ -347,11 +347,11 @@ def test_entry_args_inferred_from_checkpoint_when_not_given(tmp_path):
     model = load_entry(EntrySpec(path, ckpt), 4, log=logs.append)
     assert model.net.head.out_channels == 12 and not model.range_declared
     assert logs == ['team97_Tiny: built as TinySR(num_in_ch=3, num_out_ch=3, feature_channels=12, upscale=4) '
-                    '(no --entry_args: channels 3, scale 4, feature_channels from head.weight)']
+                    '(no arguments given: channels 3, scale 4, feature_channels from head.weight)']
     # explicit arguments are taken as given: a wrong width is a one-line error naming the tensors
     with pytest.raises(UserError, match='do not fit TinySR.*head.weight'):
         load_entry(EntrySpec(path, ckpt, args='3, 3'), 4)
-    with pytest.raises(UserError, match=r'cannot build TinySR\(3\).*pass --entry_args'):
+    with pytest.raises(UserError, match=r'cannot build TinySR\(3\)'):
         load_entry(EntrySpec(path, ckpt, args='3'), 4)
     # an entry whose output is not ×--scale is refused before any evaluation
     with pytest.raises(UserError, match='not ×2'):
@@ -366,7 +366,7 @@ def test_state_key_and_wrapped_checkpoints(tmp_path):
     load_entry(EntrySpec(path, ckpt, args='3, 3, feature_channels=8'), 4, log=logs.append)
     assert logs == ['team97_Tiny: weights read from the checkpoint\'s "params" entry']
     both, _ = tiny_entry_checkpoint(tmp_path, module, wrap=['params', 'params_ema'])
-    with pytest.raises(UserError, match='both "params" and "params_ema".*--state_key'):
+    with pytest.raises(UserError, match='both "params" and "params_ema"'):
         read_entry_state(both)
     state, used = read_entry_state(both, 'params_ema')
     assert used == 'params_ema' and set(state) == set(net.state_dict())
@@ -649,6 +649,31 @@ def test_demo_entry_list(tmp_path, crop_dir, tiny_entry, grad_restored, one_thre
     assert res['tiny']['crops_psnr_y'] == alone['tiny']['crops_psnr_y']
     # a linear model scores the same at either range: bilinear here, as the tiny RFDN
     assert res['tiny']['crops_psnr_y'] == pytest.approx(res['good']['crops_psnr_y'], abs=0.05)
+
+
+def test_demo_names_the_options_that_fix_an_entry(tmp_path, crop_dir, tiny_entry, grad_restored, one_thread,
+                                                   monkeypatch):
+    """The entry loader's errors name no flag; test_demo.py adds the --entry option to check, or
+    the field of the entry in --entry_list."""
+    path, ckpt = tiny_entry
+    two = write_entry(tmp_path, 'team99_Two.py', TWO_MODELS)
+    common = ['--hr_dir', str(crop_dir), '--results', str(tmp_path / 'x.json'), '--no_bicubic']
+    for argv, ending in (([two], 'defines several model classes (NetB, NetC); pass --entry_class NAME'),
+                         ([path, '--entry_args', '3, upscale='], "(write them as in Python, e.g. "
+                                                                 "'3, 3, upscale=4'); check --entry_args"),
+                         ([path, '--entry_args', '3, 3'], '; pass --entry_class NAME or check --entry_args'),
+                         ([path, '--entry_args', '3, 3, feature_channels=8', '--scale', '2'],
+                          'not ×2; check --entry_args or check --scale')):
+        with pytest.raises(UserError) as caught:
+            test_demo.main(['--entry', *argv[:1], '--checkpoint', ckpt, *argv[1:], *common])
+        assert str(caught.value).endswith(ending) and '\n' not in str(caught.value), str(caught.value)
+    monkeypatch.setenv('ESR_SHARED', str(tmp_path))
+    listed = tmp_path / 'list.yaml'
+    listed.write_text(f'entries:\n  - {{label: two, entry: team99_Two.py, checkpoint: {os.path.basename(ckpt)}}}\n')
+    with pytest.raises(UserError) as caught:
+        test_demo.main(['--entry_list', str(listed), *common])
+    assert str(caught.value).endswith(f'(NetB, NetC); check "class" of two in {listed}')
+    assert '--entry_class' not in str(caught.value)
 
 
 def test_entry_files_that_cannot_be_imported(tmp_path):

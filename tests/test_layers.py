@@ -2,10 +2,12 @@
 
 Each package may import from its own layer and the layers below it, never above; imports of
 the project's own modules sit at module top, so the dependency order is visible in the first
-lines of every file. The NTIRE entry files (models/team01_*.py) import torch only.
+lines of every file. The NTIRE entry files (models/team01_*.py) import torch only. Library
+messages speak of the thing, not of a command-line flag: the scripts own their flags.
 """
 import ast
 import pathlib
+import re
 
 import pytest
 
@@ -100,3 +102,41 @@ def test_entry_files_import_torch_only():
         modules |= {node.module.split('.')[0] for node in ast.walk(tree)
                     if isinstance(node, ast.ImportFrom) and node.module}
         assert modules <= {'torch', 'math', 'collections'}, (path.name, modules)
+
+
+FLAG = re.compile(r'(?<![\w-])--[a-z]')
+
+
+def flags_in_messages(source: str) -> list:
+    """(line, text) of every string in a `raise` or a `warnings.warn(...)` that names a
+    command-line flag (--name)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        call = node.value if isinstance(node, ast.Expr) else None
+        is_warn = (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+                   and call.func.attr == 'warn')
+        if isinstance(node, ast.Raise) or is_warn:
+            for part in ast.walk(node):
+                if isinstance(part, ast.Constant) and isinstance(part.value, str) and FLAG.search(part.value):
+                    found.append((part.lineno, part.value))
+    return found
+
+
+@pytest.mark.parametrize('path', [p for p in source_files() if layer_of(module_name(p)) != 'scripts'
+                                  and not p.name.startswith('team01_')],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_library_messages_name_no_flags(path):
+    source = path.read_text()
+    if re.search(r'^def main\(', source, re.M):
+        return  # a `python -m` tool: its messages name its own flags
+    assert not flags_in_messages(source), f'{path.relative_to(ROOT)}: {flags_in_messages(source)}'
+
+
+def test_the_flag_check_catches_a_flag():
+    source = ("import warnings\n"
+              "def f(x):\n"
+              "    if x:\n"
+              "        raise ValueError(f'bad --ratio {x}')\n"
+              "    warnings.warn('pass --model NAME')\n"
+              "    raise ValueError('a ratio-less message, e.g. x--y or --')\n")
+    assert sorted(line for line, _ in flags_in_messages(source)) == [4, 5]

@@ -150,6 +150,35 @@ def test_measure_runtime():
     assert result['min_ms'] <= result['median_ms'] and result['mean_ms'] > 0
 
 
+def test_timed_call_returns_the_result_and_its_time():
+    x = torch.rand(1, 3, 8, 8)
+    out, ms_taken = ms.timed_call(torch.flip, x, (2,))
+    assert torch.equal(out, torch.flip(x, (2,))) and ms_taken > 0
+    ms.sync('cpu')  # nothing queued on a CPU: returns at once
+
+
+def test_measure_runtime_fp16_refuses_a_cpu_input():
+    """fp16 times a float16 copy on CUDA; on a CPU input it refuses rather than timing the slow
+    half-precision fallback (a half model on a half input is timed as it is, fp16 False)."""
+    model = nn.Conv2d(3, 8, 3, padding=1).eval()
+    x = torch.rand(1, 3, 16, 16)
+    with pytest.raises(ValueError, match='fp16 timing needs a CUDA input'):
+        ms.measure_runtime(model, x, warmup=1, repeats=1, fp16=True)
+    with pytest.raises(ValueError, match='fp16 timing needs a CUDA input'):
+        ms.interleaved_runtime({'m': model}, x, rounds=1, repeats=1, fp16=True)
+    assert model.weight.dtype == torch.float32
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='the fp16 path runs on CUDA')
+def test_measure_runtime_fp16_times_a_half_copy_on_cuda():
+    seen = []
+    model = nn.Conv2d(3, 8, 3, padding=1).cuda().eval()
+    model.register_forward_pre_hook(lambda m, inputs: seen.append((inputs[0].dtype, m.weight.dtype)))
+    result = ms.measure_runtime(model, torch.rand(1, 3, 16, 16, device='cuda'), warmup=1, repeats=2, fp16=True)
+    assert seen == [(torch.float16, torch.float16)] * 3 and len(result['times_ms']) == 2
+    assert model.weight.dtype == torch.float32  # the caller's model is not converted
+
+
 def test_peak_memory_cpu():
     with ms.PeakMemory('cpu') as idle:
         pass

@@ -151,8 +151,7 @@ def iterative_prune(model, *, out_dir: str, steps: int, ratio: float | None = No
     if not rows:
         rows = [{'step': 0, 'ratio': 0.0, **measure_row(model, val_set, device)}]
         write_logs(rows, out_dir)
-    with open(plan_path, 'w') as f:
-        json.dump(plan, f, indent=1)
+    atomic_write_text(plan_path, json.dumps(plan, indent=1))
     ratios = schedule_ratios(ratio, steps) if budget is None else None
     for step in range(start + 1, steps + 1):
         grad_batch = grad_batch_fn(step) if (importance == 'taylor' and grad_batch_fn) else None

@@ -144,9 +144,9 @@ def schedule_ratios(total_ratio: float, steps: int) -> list:
     """Per-step ratios (of the channels left) so that after step i a fraction
     total_ratio·i/steps of the original channels is gone (the seed: 90% in 16 steps)."""
     if not 0.0 < total_ratio < 1.0:
-        raise UserError(f'--ratio must be in (0, 1), got {total_ratio}')
+        raise UserError(f'the share of channels to remove must be in (0, 1), got {total_ratio}')
     if steps < 1:
-        raise UserError('--steps must be at least 1')
+        raise UserError(f'a pruning schedule needs at least 1 step, got {steps}')
     kept = [1.0 - total_ratio * i / steps for i in range(steps + 1)]
     return [1.0 - kept[i] / kept[i - 1] for i in range(1, steps + 1)]
 

@@ -3,8 +3,8 @@
 `imresize(hr, 1/s)` is separable: every LR pixel is a fixed weighted sum of at most
 4·s + 2 HR pixels per axis, with symmetric padding at the borders. `bicubic_crop` takes
 the weights and tap indices of the whole image (`matlab_functions.resize_contributions`, the
-very arrays `imresize` uses), keeps the rows of the wanted LR crop, and applies them in
-the same order with the same uint8 rounding between the two passes. Every floating-point
+very arrays `imresize` uses), keeps the rows of the wanted LR crop, and applies them with
+`imresize`'s own `apply_contributions` and the same uint8 rounding between the two passes. Every floating-point
 operation is the one `imresize` performs for those pixels, so the crop is bit-identical to
 `imresize(hr, 1/s)[top:top+h, left:left+w]` (tests/test_data.py checks it for ×2, ×3, ×4),
 at the cost of a (h·s + margin)² region instead of the whole image.
@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from utils.io.matlab_functions import resize_contributions, round_to_uint8_range
+from utils.io.matlab_functions import apply_contributions, resize_contributions, round_to_uint8_range
 
 
 @lru_cache(maxsize=64)
@@ -25,19 +25,6 @@ def _taps(in_length: int, scale: int):
     weights.setflags(write=False)
     indices.setflags(write=False)
     return weights, indices
-
-
-def _apply_taps(moved: np.ndarray, weights: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """Σ_tap moved[indices[:, tap]] · weights[:, tap] along axis 0, in imresize's order."""
-    out_length = weights.shape[0]
-    weight_shape = (out_length,) + (1,) * (moved.ndim - 1)
-    resized = np.zeros((out_length,) + moved.shape[1:], dtype=np.float64)
-    gathered = np.empty_like(resized)
-    for tap in range(weights.shape[1]):
-        np.take(moved, indices[:, tap], axis=0, out=gathered)
-        gathered *= weights[:, tap].reshape(weight_shape)
-        resized += gathered
-    return resized
 
 
 def bicubic_crop(hr: np.ndarray, scale: int, top: int, left: int, height: int, width: int) -> np.ndarray:
@@ -64,6 +51,6 @@ def bicubic_crop(hr: np.ndarray, scale: int, top: int, left: int, height: int, w
     col0, col1 = int(col_i.min()), int(col_i.max()) + 1
     region = hr[row0:row1, col0:col1].astype(np.float64)
     # imresize: equal scales -> axis 0 (rows) first, rounded to uint8 values after each pass
-    rows = round_to_uint8_range(_apply_taps(region, row_w, row_i - row0))
-    cols = _apply_taps(np.ascontiguousarray(np.moveaxis(rows, 1, 0)), col_w, col_i - col0)
+    rows = round_to_uint8_range(apply_contributions(region, row_w, row_i - row0))
+    cols = apply_contributions(np.ascontiguousarray(np.moveaxis(rows, 1, 0)), col_w, col_i - col0)
     return np.moveaxis(round_to_uint8_range(cols), 0, 1).astype(np.uint8)

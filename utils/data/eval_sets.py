@@ -29,6 +29,10 @@ NTIRE_LAYOUTS = {
 SAMPLE_IMAGES = ('astronaut', 'chelsea', 'coffee', 'rocket')
 
 
+class NoTestSetError(UserError):
+    """The NTIRE test set was asked for, but no layout of it is under the data folder."""
+
+
 @dataclass
 class EvalItem:
     name: str
@@ -116,7 +120,9 @@ def lr_only_set(lr_dir: str, scale: int, name: str) -> EvalSet:
 
 
 def discover_ntire_sets(data_dir: str, scale: int, include_test: bool) -> list:
-    """The NTIRE validation (and test) sets found under `data_dir`, newest layout first."""
+    """The NTIRE validation (and test) sets found under `data_dir`, newest layout first.
+
+    With `include_test`, NoTestSetError when no test layout is there."""
     found = []
     for split in (['valid', 'test'] if include_test else ['valid']):
         for hr_sub, lr_sub in NTIRE_LAYOUTS[split]:
@@ -131,8 +137,8 @@ def discover_ntire_sets(data_dir: str, scale: int, include_test: bool) -> list:
                 break
         else:
             if split == 'test':
-                raise UserError(f'--include_test: no test set under {data_dir} '
-                                f'(looked for DIV2K_LSDIR_test_LR or DIV2K_test_LR_bicubic/X{scale})')
+                raise NoTestSetError(f'no test set under {data_dir} '
+                                     f'(looked for DIV2K_LSDIR_test_LR or DIV2K_test_LR_bicubic/X{scale})')
     return found
 
 

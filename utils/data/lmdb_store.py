@@ -37,7 +37,7 @@ def read_meta_info(lmdb_dir: str) -> dict:
         raise UserError(f'not an LMDB (no data.mdb): {lmdb_dir}')
     if not os.path.isfile(meta_path):
         raise UserError(f'{lmdb_dir} has no {META_INFO}: it is unfinished '
-                        '(rerun `python -m utils.data.prepare ... --lmdb` to complete it)')
+                        '(rerun `python -m utils.data.prepare` with the same options to complete it)')
     meta = {}
     with open(meta_path, encoding='utf-8') as f:
         for number, line in enumerate(f, 1):

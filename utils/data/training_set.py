@@ -79,7 +79,7 @@ class TrainingSet:
             hr_mod = (hr_h - hr_h % scale, hr_w - hr_w % scale)
             if lr_ref is not None and (lr_h * scale, lr_w * scale) != hr_mod:
                 raise UserError(f'training pair {_ref_name(hr_ref)}: LR {lr_w}x{lr_h} ×{scale} does not '
-                                f'match HR {hr_w}x{hr_h} (wrong --scale or LR folder?)')
+                                f'match HR {hr_w}x{hr_h} (wrong scale or LR folder?)')
             if min(lr_h, lr_w) < min_lr_size:
                 self.skipped += 1
                 continue

@@ -37,11 +37,21 @@ from utils.io.errors import UserError
 #: weight wrappers of BasicSR-style checkpoints ({'params': state_dict, ...})
 STATE_WRAPPERS = ('params', 'params_ema')
 
-#: the fields of one entry in an --entry_list YAML file
+#: the fields of one entry in an entry list (a YAML file)
 ENTRY_LIST_FIELDS = ('label', 'entry', 'checkpoint', 'class', 'args', 'state_key', 'data_range')
 
-#: LR side of the input that checks an entry builds and upsamples by --scale
+#: LR side of the input that checks an entry builds and upsamples by the scale
 PROBE_SIZE = 32
+
+
+class EntryError(UserError):
+    """A UserError that the entry's description can fix. `fields` names what to check: the
+    entry-list fields 'class', 'args', 'state_key' (EntrySpec's class_name, args, state_key)
+    and 'scale' (the scale asked for), so that a caller can name its own option for each."""
+
+    def __init__(self, message: str, fields: tuple = ()):
+        super().__init__(message)
+        self.fields = tuple(fields)
 
 
 @dataclass
@@ -256,23 +266,22 @@ def find_model_class(module, path: str, class_name: str | None = None) -> type:
     dropped in turn, as long as one is left: classes that use none of the file's other
     classes; classes whose code (with what it uses) never upsamples (PixelShuffle,
     interpolate, ...); classes not named like the file (`teamXX_<Name>.py`). Anything but
-    one class left: UserError listing the candidates and naming --entry_class.
+    one class left: EntryError about the 'class', listing the candidates.
     `class_name` picks the class by name instead.
     """
     if class_name is not None:
         cls = getattr(module, class_name, None)
         if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
             known = model_class_candidates(module, _read_source(path), path)
-            raise UserError(f'{path} defines no nn.Module class {class_name}'
-                            + (f' (model classes: {", ".join(known)})' if known else ''))
+            raise EntryError(f'{path} defines no nn.Module class {class_name}'
+                             + (f' (model classes: {", ".join(known)})' if known else ''), ('class',))
         return cls
     candidates = model_class_candidates(module, _read_source(path), path)
     if len(candidates) == 1:
         return getattr(module, candidates[0])
     if not candidates:
-        raise UserError(f'{path} defines no nn.Module class; pass --entry_class NAME')
-    raise UserError(f'{path} defines several model classes ({", ".join(candidates)}); '
-                    'pass --entry_class NAME')
+        raise EntryError(f'{path} defines no nn.Module class', ('class',))
+    raise EntryError(f'{path} defines several model classes ({", ".join(candidates)})', ('class',))
 
 
 def _read_source(path: str) -> str:
@@ -286,17 +295,17 @@ def parse_entry_args(text: str | None) -> tuple[tuple, dict]:
     """`'3, 3, upscale=4, feature_channels=28'` -> ((3, 3), {'upscale': 4, 'feature_channels': 28}).
 
     Python literals only (numbers, strings, booleans, None, tuples, lists, dicts): the text
-    is parsed with `ast`, never evaluated. UserError on anything else.
+    is parsed with `ast`, never evaluated. EntryError about the 'args' on anything else.
     """
     if text is None or not text.strip():
         return (), {}
     try:
         call = ast.parse(f'f({text})', mode='eval').body
     except SyntaxError:
-        raise UserError(f'--entry_args is not an argument list: {text!r} '
-                        "(write it as in Python, e.g. '3, 3, upscale=4')") from None
+        raise EntryError(f'the entry arguments are not an argument list: {text!r} '
+                         "(write them as in Python, e.g. '3, 3, upscale=4')", ('args',)) from None
     if not isinstance(call, ast.Call) or not (isinstance(call.func, ast.Name) and call.func.id == 'f'):
-        raise UserError(f'--entry_args is not an argument list: {text!r}')
+        raise EntryError(f'the entry arguments are not an argument list: {text!r}', ('args',))
     args, kwargs = [], {}
     try:
         for node in call.args:
@@ -308,8 +317,8 @@ def parse_entry_args(text: str | None) -> tuple[tuple, dict]:
                 raise ValueError('**')
             kwargs[kw.arg] = ast.literal_eval(kw.value)
     except ValueError:
-        raise UserError(f'--entry_args takes Python literals only (numbers, strings, True/False/None, '
-                        f'tuples, lists): {text!r}') from None
+        raise EntryError(f'the entry arguments take Python literals only (numbers, strings, True/False/None, '
+                         f'tuples, lists): {text!r}', ('args',)) from None
     return tuple(args), kwargs
 
 
@@ -326,7 +335,7 @@ def read_entry_state(path: str, state_key: str | None = None) -> tuple[dict, str
 
     `state_key` names the wrapper ('params', 'params_ema'); without it a checkpoint holding
     exactly one of 'params' / 'params_ema' (and no tensors of its own) is unwrapped, and one
-    holding both is a UserError asking for --state_key.
+    holding both is an EntryError about the 'state_key'.
     """
     if not os.path.isfile(path):
         raise UserError(f'checkpoint not found: {path}')
@@ -340,20 +349,21 @@ def read_entry_state(path: str, state_key: str | None = None) -> tuple[dict, str
     if state_key is not None:
         if not isinstance(obj.get(state_key), dict):
             keys = [k for k, v in obj.items() if isinstance(v, dict)]
-            raise UserError(f'checkpoint {path} has no "{state_key}" weights'
-                            + (f' (it has: {", ".join(keys)})' if keys else ' (it is a plain state_dict)'))
+            raise EntryError(f'checkpoint {path} has no "{state_key}" weights'
+                             + (f' (it has: {", ".join(keys)})' if keys else ' (it is a plain state_dict)'),
+                             ('state_key',))
         obj, used = obj[state_key], state_key
     elif not any(torch.is_tensor(v) for v in obj.values()):
         wrappers = [k for k in STATE_WRAPPERS if isinstance(obj.get(k), dict)]
         if len(wrappers) > 1:
-            raise UserError(f'checkpoint {path} holds both "params" and "params_ema" weights; '
-                            'pass --state_key params_ema (or params)')
+            raise EntryError(f'checkpoint {path} holds both "params" and "params_ema" weights',
+                             ('state_key',))
         if wrappers:
             obj, used = obj[wrappers[0]], wrappers[0]
     state = {k: v for k, v in obj.items() if torch.is_tensor(v)}
     if not state:
-        raise UserError(f'checkpoint {path} holds no tensors'
-                        + ('' if state_key else '; pass --state_key KEY if its weights are nested'))
+        raise EntryError(f'checkpoint {path} holds no tensors' + ('' if state_key else ' at its top level'),
+                         () if state_key else ('state_key',))
     if all(k.startswith('module.') for k in state):  # saved from DataParallel
         state = {k[len('module.'):]: v for k, v in state.items()}
     return state, used
@@ -368,8 +378,8 @@ def load_entry_state(net: nn.Module, state: dict, label: str) -> tuple[list, lis
                   for k, v in state.items() if k in own and v.shape != own[k].shape]
     if mismatched:
         more = f' (+{len(mismatched) - 3} more)' if len(mismatched) > 3 else ''
-        raise UserError(f'{label}: {len(mismatched)} checkpoint tensors do not fit {type(net).__name__} '
-                        f'(check --entry_class / --entry_args): {", ".join(mismatched[:3])}{more}')
+        raise EntryError(f'{label}: {len(mismatched)} checkpoint tensors do not fit {type(net).__name__}: '
+                         f'{", ".join(mismatched[:3])}{more}', ('class', 'args'))
     if not any(k in own for k in state):
         raise UserError(f'{label}: none of the checkpoint\'s {len(state)} keys is a key of '
                         f'{type(net).__name__} (checkpoint: {", ".join(list(state)[:3])}; '
@@ -437,8 +447,8 @@ def _build(cls: type, args: tuple, kwargs: dict, label: str) -> nn.Module:
         with cuda_calls_ignored():
             return cls(*args, **kwargs)
     except Exception as exc:  # the entry's constructor may raise anything
-        raise UserError(f'{label}: cannot build {_call_text(cls, args, kwargs)}: {type(exc).__name__}: '
-                        f'{_first_line(exc)} (pass --entry_args)') from None
+        raise EntryError(f'{label}: cannot build {_call_text(cls, args, kwargs)}: {type(exc).__name__}: '
+                         f'{_first_line(exc)}', ('args',)) from None
 
 
 def _fits(net: nn.Module, state: dict) -> bool:
@@ -455,7 +465,8 @@ def load_entry(spec: EntrySpec, scale: int, device: str | torch.device = 'cpu', 
     loads strictly). `log` gets one line for what is not the official default: inferred
     arguments, an unwrapped 'params' / 'params_ema', a strict=False load with its missing /
     unexpected key counts. Raises UserError (one line) on every failure: file, class,
-    arguments, weights, or an output that is not `scale` times the input on a 1×3×32×32 probe.
+    arguments, weights, or an output that is not `scale` times the input on a 1×3×32×32 probe;
+    an EntryError naming the fields to check where the entry's description can fix it.
     """
     label = spec.name
     module = import_entry(spec.path)
@@ -477,7 +488,7 @@ def load_entry(spec: EntrySpec, scale: int, device: str | torch.device = 'cpu', 
                 candidate = None
             if candidate is not None and _fits(candidate, state):
                 net, kwargs = candidate, inferred[0]
-                log(f'{label}: built as {_call_text(cls, (), kwargs)} (no --entry_args: channels 3, '
+                log(f'{label}: built as {_call_text(cls, (), kwargs)} (no arguments given: channels 3, '
                     f'scale {scale}' + (f', {inferred[1]}' if inferred[1] else '') + ')')
         if net is None:
             raise problem
@@ -511,8 +522,8 @@ def _check_scale(model: EntryModel, label: str, call: str, device) -> None:
     want = (PROBE_SIZE * model.scale, PROBE_SIZE * model.scale)
     if not torch.is_tensor(y) or y.dim() != 4 or y.shape[1] != 3 or tuple(y.shape[-2:]) != want:
         got = tuple(y.shape) if torch.is_tensor(y) else type(y).__name__
-        raise UserError(f'{label}: {call} maps 1×3×{PROBE_SIZE}×{PROBE_SIZE} to {got}, not ×{model.scale} '
-                        '(check --entry_args and --scale)')
+        raise EntryError(f'{label}: {call} maps 1×3×{PROBE_SIZE}×{PROBE_SIZE} to {got}, not ×{model.scale}',
+                         ('args', 'scale'))
 
 
 def read_entry_list(path: str) -> list:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import time
 import warnings
 from dataclasses import dataclass
 
@@ -40,6 +39,8 @@ from utils.metrics.model_summary import (
     measure_runtime,
     ntire_activations,
     ntire_flops,
+    sync,
+    timed_call,
 )
 from utils.metrics.psnr_ssim import calculate_psnr, calculate_ssim
 
@@ -72,11 +73,6 @@ class BicubicUpsampler:
 
     def upsample(self, lr: np.ndarray) -> np.ndarray:
         return imresize(lr, float(self.scale))
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
 
 
 def _range_text(value_range: float) -> str:
@@ -282,6 +278,8 @@ def evaluate(model, eval_set: EvalSet, device='cpu', tile: int | None = None,
     out = {'names': [], 'psnr': [], 'psnr_y': [], 'ssim_y': [], 'runtime': [], 'warnings': []}
     is_bicubic = isinstance(model, BicubicUpsampler)
     value_range = getattr(model, 'input_range', 255.0)
+    # CUDA events time a network on the GPU; anything else (bicubic, ONNX) runs on the CPU
+    clock = device if isinstance(model, torch.nn.Module) else torch.device('cpu')
     bar = tqdm(eval_set.items, desc=f'{eval_set.name}', unit='img', disable=not progress,
                leave=False, dynamic_ncols=True)
     with PeakMemory(device) as mem:
@@ -289,9 +287,7 @@ def evaluate(model, eval_set: EvalSet, device='cpu', tile: int | None = None,
             lr = item.load_lr()
             hr = item.load_hr() if item.load_hr is not None else None
             if is_bicubic:
-                t0 = time.perf_counter()
-                sr = model.upsample(lr)
-                ms = (time.perf_counter() - t0) * 1000.0
+                sr, ms = timed_call(model.upsample, lr)
             else:
                 x = uint8_to_tensor(lr, value_range)
                 x = x.to(device) if isinstance(model, torch.nn.Module) else x
@@ -299,19 +295,8 @@ def evaluate(model, eval_set: EvalSet, device='cpu', tile: int | None = None,
                     x = x.half()
                 if warmup and i == 0:  # first call pays for allocator/kernel set-up
                     super_resolve_tensor(model, x, scale, tile, tile_overlap)
-                _sync(device)
-                if device.type == 'cuda' and isinstance(model, torch.nn.Module):
-                    start = torch.cuda.Event(enable_timing=True)
-                    end = torch.cuda.Event(enable_timing=True)
-                    start.record()
-                    y = super_resolve_tensor(model, x, scale, tile, tile_overlap)
-                    end.record()
-                    torch.cuda.synchronize(device)
-                    ms = start.elapsed_time(end)
-                else:
-                    t0 = time.perf_counter()
-                    y = super_resolve_tensor(model, x, scale, tile, tile_overlap)
-                    ms = (time.perf_counter() - t0) * 1000.0
+                sync(device)
+                y, ms = timed_call(super_resolve_tensor, model, x, scale, tile, tile_overlap, device=clock)
                 if guard and i == 0:  # before the first score is computed or shown
                     check = check_output(model, y, lr, hr, scale, label, f'{eval_set.name}/{item.name}',
                                          tile, tile_overlap)
@@ -364,12 +349,7 @@ def complexity(model, runtime_input: tuple | None = (3, 256, 256), device='cpu',
                'num_conv': 0}
         if runtime_input:
             lr = np.random.default_rng(0).integers(0, 256, (*runtime_input[1:], 3), dtype=np.uint8)
-            times = []
-            for _ in range(5):
-                t0 = time.perf_counter()
-                model.upsample(lr)
-                times.append((time.perf_counter() - t0) * 1000.0)
-            rec['runtime_256'] = statistics.median(times)
+            rec['runtime_256'] = statistics.median([timed_call(model.upsample, lr)[1] for _ in range(5)])
         return rec
     label = label or type(model).__name__
     acts = _count(ntire_activations, model, 'activations (NTIRE hooks)', label, log)

@@ -67,11 +67,11 @@ def resize_contributions(in_length, out_length, scale, antialiasing):
     return weights[:, used], folded[:, used]
 
 
-def _resize_along_axis(img, axis, out_length, scale, antialiasing):
-    """Resize float64 ``img`` along ``axis`` (0 = H, 1 = W) to ``out_length``."""
-    weights, indices = resize_contributions(img.shape[axis], out_length, scale, antialiasing)
-    # Contiguous rows make the fancy-index gathers below several times faster.
-    moved = np.ascontiguousarray(np.moveaxis(img, axis, 0))
+def apply_contributions(moved: np.ndarray, weights: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """Σ_tap moved[indices[:, tap]] · weights[:, tap] along axis 0 (float64), tap by tap in
+    this order: what every resize pass computes, so a caller using the same arrays gets the
+    same bits. `weights`, `indices`: (out, taps) from `resize_contributions`."""
+    out_length = weights.shape[0]
     weight_shape = (out_length,) + (1,) * (moved.ndim - 1)
     # Accumulating tap by tap (a gather, not a dense out x in matrix) keeps
     # the cost proportional to the kernel size, which matters for upscaling.
@@ -81,7 +81,15 @@ def _resize_along_axis(img, axis, out_length, scale, antialiasing):
         np.take(moved, indices[:, tap], axis=0, out=gathered)
         gathered *= weights[:, tap].reshape(weight_shape)
         resized += gathered
-    return np.moveaxis(resized, 0, axis)
+    return resized
+
+
+def _resize_along_axis(img, axis, out_length, scale, antialiasing):
+    """Resize float64 ``img`` along ``axis`` (0 = H, 1 = W) to ``out_length``."""
+    weights, indices = resize_contributions(img.shape[axis], out_length, scale, antialiasing)
+    # Contiguous rows make the fancy-index gathers several times faster.
+    moved = np.ascontiguousarray(np.moveaxis(img, axis, 0))
+    return np.moveaxis(apply_contributions(moved, weights, indices), 0, axis)
 
 
 def imresize(img, scale=None, output_shape=None, antialiasing=True):

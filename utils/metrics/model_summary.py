@@ -12,7 +12,8 @@
 - `ntire_activations`: number of elements output by convolutions and number of conv calls
   (the NTIRE `get_model_activation`).
 - `measure_runtime`: CUDA events after warm-up on a GPU; on the CPU warm-up, repeats and
-  the median of `time.perf_counter`.
+  the median of `time.perf_counter`. `sync` and `timed_call` are its parts, the one timer
+  that `utils.engine.evaluate` times each image with.
 - `interleaved_runtime`: several models timed in turns (round-robin), so that a machine whose
   speed drifts (a shared 2-core CPU does, by ±15%) biases none of them;
   `python -m utils.metrics.model_summary CKPT [CKPT ...] --rounds 10`.
@@ -186,9 +187,43 @@ def longest_conv_path(model: nn.Module, input_shape=(3, 64, 64)) -> int:
     return depth.get(out.grad_fn, 0)
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device | str) -> None:
+    """Wait until `device` has run the work queued on it: CUDA kernels run asynchronously, so
+    a clock read before this would miss them. Nothing to wait for on the CPU."""
+    device = torch.device(device)
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
+
+
+def timed_call(fn, *args, device: torch.device | str = 'cpu') -> tuple:
+    """(fn(*args), its time in ms). On a CUDA `device`: CUDA events recorded around the call,
+    then a synchronisation; elsewhere `time.perf_counter` around it. Work queued before the
+    call is not waited for: `sync(device)` first."""
+    if torch.device(device).type == 'cuda':
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        out = fn(*args)
+        end.record()
+        torch.cuda.synchronize(device)
+        return out, start.elapsed_time(end)
+    t0 = time.perf_counter()
+    out = fn(*args)
+    return out, (time.perf_counter() - t0) * 1000.0
+
+
+def _half_precision(model: nn.Module, x: torch.Tensor) -> tuple:
+    """(a float16 copy of `model`, `x` as float16), for timing; the caller's model is left as
+    it is. ValueError off CUDA: a CPU runs half-precision convolutions through a slow
+    fallback, so the time would say nothing about the fp16 path."""
+    if x.device.type != 'cuda':
+        raise ValueError(f'fp16 timing needs a CUDA input, got one on {x.device} (a CPU runs half-precision '
+                         'convolutions through a slow fallback); time a half model without fp16 if meant')
+    return copy.deepcopy(model).half(), x.half()
+
+
+def _runtime_stats(times: list) -> dict:
+    return {'median_ms': statistics.median(times), 'mean_ms': statistics.fmean(times),
+            'min_ms': min(times), 'times_ms': times}
 
 
 def measure_runtime(model: nn.Module, x: torch.Tensor, warmup: int = 2, repeats: int = 5,
@@ -196,27 +231,18 @@ def measure_runtime(model: nn.Module, x: torch.Tensor, warmup: int = 2, repeats:
     """Time `model(x)`: returns {'median_ms', 'mean_ms', 'min_ms', 'times_ms'}.
 
     GPU: CUDA events around each call after `warmup` calls. CPU: perf_counter, median.
+    `fp16`: time a float16 copy of the model on `x` in float16 (CUDA only: ValueError for an
+    input on another device); a model and input already in float16 are timed as they are.
     """
+    if fp16:
+        model, x = _half_precision(model, x)
     device = x.device
-    times = []
     with torch.inference_mode():
         for _ in range(warmup):
             model(x)
-        _sync(device)
-        for _ in range(repeats):
-            if device.type == 'cuda':
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                model(x)
-                end.record()
-                torch.cuda.synchronize(device)
-                times.append(start.elapsed_time(end))
-            else:
-                t0 = time.perf_counter()
-                model(x)
-                times.append((time.perf_counter() - t0) * 1000.0)
-    return {'median_ms': statistics.median(times), 'mean_ms': statistics.fmean(times),
-            'min_ms': min(times), 'times_ms': times}
+        sync(device)
+        times = [timed_call(model, x, device=device)[1] for _ in range(repeats)]
+    return _runtime_stats(times)
 
 
 def interleaved_runtime(models: dict, x, rounds: int = 10, repeats: int = 3,
@@ -225,15 +251,19 @@ def interleaved_runtime(models: dict, x, rounds: int = 10, repeats: int = 3,
 
     Each round times every model `repeats` times (after one warm-up call each round), so
     slow and fast phases of the machine are shared out evenly. `x` is one input tensor for
-    all, or a dict {label: tensor} (models with different input ranges or dtypes).
+    all, or a dict {label: tensor} (models with different input ranges or dtypes). `fp16`
+    as in `measure_runtime` (each model is copied to float16 once).
     """
+    inputs = {label: x[label] if isinstance(x, dict) else x for label in models}
+    if fp16:
+        halves = {label: _half_precision(model, inputs[label]) for label, model in models.items()}
+        models = {label: model for label, (model, _) in halves.items()}
+        inputs = {label: inp for label, (_, inp) in halves.items()}
     times = {label: [] for label in models}
     for _ in range(rounds):
         for label, model in models.items():
-            inp = x[label] if isinstance(x, dict) else x
-            times[label] += measure_runtime(model, inp, warmup=1, repeats=repeats, fp16=fp16)['times_ms']
-    return {label: {'median_ms': statistics.median(t), 'mean_ms': statistics.fmean(t),
-                    'min_ms': min(t), 'times_ms': t} for label, t in times.items()}
+            times[label] += measure_runtime(model, inputs[label], warmup=1, repeats=repeats)['times_ms']
+    return {label: _runtime_stats(t) for label, t in times.items()}
 
 
 def main(argv=None) -> int:
