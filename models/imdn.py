@@ -91,10 +91,6 @@ class IMDN(SRModel):
         return self.model(x)
 
     # -- compression hooks (see SRModel) ------------------------------------------------
-    def fixed_output_layers(self) -> list:
-        """The upsampler conv `model.2`: nc -> out·s² channels."""
-        return [self.model[2]]
-
     def block_names(self) -> list:
         return [f'model.1.sub.{i}' for i in range(self.num_blocks)]
 

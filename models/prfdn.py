@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from utils.io.errors import UserError
 
-from .blocks import ESA, conv_same, convs_inside, lrelu, pixelshuffle_upsampler
+from .blocks import ESA, conv_same, lrelu, pixelshuffle_upsampler
 from .registry import SRModel, register_model, scale_from_upsampler
 from .rfdn import RFDB, RFDN
 
@@ -51,6 +51,7 @@ class BranchRFDN(SRModel):
 
     input_range = 255.0
     min_input_size = ESA.min_size
+    attention_types = (ESA,)
 
     def __init__(self, in_nc: int = 3, nf: int = 50, num_modules: int = 4, out_nc: int = 3,
                  upscale: int = 4, conv_overrides: dict | None = None):
@@ -117,14 +118,6 @@ class BranchRFDN(SRModel):
                     own[f'S{j}.{k}'] = v
         model.load_state_dict(own, strict=True)
         return model
-
-    # -- compression hooks (see SRModel) ------------------------------------------------
-    def fixed_output_layers(self) -> list:
-        """The upsampler conv: nf -> out·s² channels."""
-        return [self.upsampler[0]]
-
-    def attention_convs(self) -> list:
-        return convs_inside(self, ESA)
 
     @classmethod
     def recognises(cls, sd: dict) -> bool:
@@ -215,6 +208,7 @@ class ParallelRFDN(SRModel):
 
     input_range = 255.0
     min_input_size = ESA.min_size
+    attention_types = (ESA,)
 
     def __init__(self, in_nc: int = 3, nf: int = 50, num_modules: int = 4, out_nc: int = 3,
                  upscale: int = 4, groups: bool = False, cat_mode: str = 'plain',
@@ -248,11 +242,9 @@ class ParallelRFDN(SRModel):
 
     # -- compression hooks (see SRModel) ------------------------------------------------
     def fixed_output_layers(self) -> list:
-        """The upsampler conv: nf -> out·s² channels."""
+        """The upsampler conv: nf -> out·s² channels (not the last conv in module order once
+        `prepare_for_pruning` has added the split convs)."""
         return [self.upsampler[0]]
-
-    def attention_convs(self) -> list:
-        return convs_inside(self, ESA)
 
     def prepare_for_pruning(self) -> 'ParallelRFDN':
         """Write the head split as two 1×1 selection convs, in place (exact).

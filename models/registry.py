@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from utils.io.errors import UserError
 
-from .blocks import apply_conv_overrides, conv_overrides_from_state_dict
+from .blocks import apply_conv_overrides, conv_overrides_from_state_dict, convs_inside
 
 MODEL_REGISTRY: dict[str, type] = {}
 
@@ -44,6 +44,8 @@ class SRModel(nn.Module):
     input_range: float = 255.0
     #: smallest LR height/width the network accepts (ESA's strided pooling needs 15)
     min_input_size: int = 1
+    #: module classes of the spatial-attention units (see `attention_convs`)
+    attention_types: tuple = ()
 
     scale: int
 
@@ -76,10 +78,10 @@ class SRModel(nn.Module):
         return []
 
     def attention_convs(self) -> list:
-        """Convs of spatial-attention units (ESA). Their large receptive field and their
-        biases are their purpose, so kernel pruning and bias pruning leave them alone.
-        Default: none."""
-        return []
+        """Convs of spatial-attention units (ESA): those inside modules of `attention_types`.
+        Their large receptive field and their biases are their purpose, so kernel pruning and
+        bias pruning leave them alone."""
+        return convs_inside(self, self.attention_types) if self.attention_types else []
 
     def kernel_prune_keep(self) -> list:
         """Convs that kernel pruning (k×k -> 1×1) never replaces and bias pruning never

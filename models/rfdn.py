@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .blocks import ESA, conv_same, convs_inside, lrelu, pixelshuffle_upsampler
+from .blocks import ESA, conv_same, lrelu, pixelshuffle_upsampler
 from .registry import SRModel, count_indexed, register_model, scale_from_upsampler
 
 
@@ -53,6 +53,7 @@ class RFDN(SRModel):
 
     input_range = 255.0
     min_input_size = ESA.min_size
+    attention_types = (ESA,)
 
     def __init__(self, in_nc: int = 3, nf: int = 50, num_modules: int = 4, out_nc: int = 3,
                  upscale: int = 4, conv_overrides: dict | None = None):
@@ -86,13 +87,6 @@ class RFDN(SRModel):
         return self.upsampler(out_lr)
 
     # -- compression hooks (see SRModel) ------------------------------------------------
-    def fixed_output_layers(self) -> list:
-        """The upsampler conv: nf -> out·s² channels."""
-        return [self.upsampler[0]]
-
-    def attention_convs(self) -> list:
-        return convs_inside(self, ESA)
-
     def block_names(self) -> list:
         return [f'B{i}' for i in range(1, self.num_modules + 1)]
 

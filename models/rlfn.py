@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .blocks import LightESA, conv_same, convs_inside, lrelu, pixelshuffle_upsampler
+from .blocks import LightESA, conv_same, lrelu, pixelshuffle_upsampler
 from .registry import SRModel, count_indexed, register_model, scale_from_upsampler
 
 
@@ -44,6 +44,7 @@ class RLFN(SRModel):
 
     input_range = 255.0
     min_input_size = LightESA.min_size
+    attention_types = (LightESA,)
     head_name, block_prefix, tail_name = 'conv_1', 'block_', 'conv_2'
 
     def __init__(self, in_channels: int = 3, out_channels: int = 3, feature_channels: int = 46,
@@ -69,13 +70,6 @@ class RLFN(SRModel):
         return self.upsampler(out_low_resolution)
 
     # -- compression hooks (see SRModel) ------------------------------------------------
-    def fixed_output_layers(self) -> list:
-        """The upsampler conv: feature_channels -> out·s² channels."""
-        return [self.upsampler[0]]
-
-    def attention_convs(self) -> list:
-        return convs_inside(self, LightESA)
-
     def block_names(self) -> list:
         return [f'{self.block_prefix}{i}' for i in range(1, self.num_blocks + 1)]
 

@@ -7,10 +7,10 @@ import subprocess
 import sys
 import time
 
-import cv2
 import numpy as np
 import pytest
 import torch
+from synthetic_images import write_smooth_images
 
 from models import RFDN, BranchRFDN, load_model
 from utils.data import PatchBatches, TrainingSet, find_training_pairs, parse_patch_schedule
@@ -18,19 +18,10 @@ from utils.io.checkpoint import save_state_dict
 from utils.io.errors import UserError
 
 
-def _images(folder, sizes, seed=0):
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, (h, w) in enumerate(sizes):
-        img = cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), (7, 7), 3)
-        cv2.imwrite(str(folder / f'img{i}.png'), img)
-    return folder
-
-
 @pytest.fixture()
 def tiny(tmp_path):
-    data = _images(tmp_path / 'data', [(96, 96), (80, 112), (128, 96)])
-    val = _images(tmp_path / 'val' / 'HR', [(64, 64)], seed=1)
+    data = write_smooth_images(tmp_path / 'data', [(96, 96), (80, 112), (128, 96)])
+    val = write_smooth_images(tmp_path / 'val' / 'HR', [(64, 64)], seed=1)
     torch.manual_seed(0)
     ckpt = tmp_path / 'tiny.pth'
     save_state_dict(RFDN(nf=8, num_modules=2).state_dict(), str(ckpt))
@@ -132,7 +123,7 @@ def test_feature_distillation_trains_only_srfdbs(repo_root, tmp_path):
     """Stage 1 of PRFDN on a tiny RFDN: SRFDBs move towards the teacher's blocks, the rest
     is untouched, and the distillation loss falls."""
     from utils.engine.training import TrainConfig, Trainer
-    data = _images(tmp_path / 'data', [(96, 96), (96, 96)])
+    data = write_smooth_images(tmp_path / 'data', [(96, 96), (96, 96)])
     torch.manual_seed(0)
     teacher = RFDN(nf=8, num_modules=3).eval()
     student = BranchRFDN.from_rfdn(teacher)
@@ -158,7 +149,7 @@ def test_patch_schedule_and_data(tmp_path):
     for bad in ('64', '64:0', 'a:3', '4:10', '64:10;160:5', '64:10:0', '64:10:4:2'):
         with pytest.raises(UserError):
             parse_patch_schedule(bad, 48, 10)
-    data = _images(tmp_path / 'd', [(96, 96), (40, 40), (200, 160)])
+    data = write_smooth_images(tmp_path / 'd', [(96, 96), (40, 40), (200, 160)])
     cache = TrainingSet(find_training_pairs([str(data)], 4, None), 4, 16, progress=False)
     assert cache.skipped == 1 and len(cache) == 2  # 40 px HR -> 10 px LR < one 16-px patch
     batches = PatchBatches(cache, 4, [(16, 2), (32, 2)], seed=0)
@@ -188,7 +179,7 @@ def test_bad_input_stops_before_training(repo_root, tiny):
     tmp, data, val, ckpt = tiny
     empty = tmp / 'empty'
     empty.mkdir()
-    small = _images(tmp / 'small', [(20, 20)])
+    small = write_smooth_images(tmp / 'small', [(20, 20)])
     cases = [
         (['--data_dir', str(tmp / 'missing')], 'not found'),
         (['--data_dir', str(empty)], 'no images'),
@@ -212,7 +203,7 @@ def test_bad_input_stops_before_training(repo_root, tiny):
 
 def test_ema_weights_are_exported(tmp_path):
     from utils.engine.training import TrainConfig, Trainer
-    data = _images(tmp_path / 'data', [(96, 96)])
+    data = write_smooth_images(tmp_path / 'data', [(96, 96)])
     torch.manual_seed(0)
     model = RFDN(nf=8, num_modules=1)
     cfg = TrainConfig(out_dir=str(tmp_path / 'out'), data_dirs=[str(data)], batch_size=2,
@@ -232,8 +223,8 @@ def test_init_from_converts_and_two_stage_batches(repo_root, tmp_path):
     """--init_from builds CLBIMDN from an IMDN checkpoint (same function before training);
     a PATCH:STEPS:BATCH stage trains end to end; wrong families get one line."""
     from models import CLBIMDN, IMDN, convert_from
-    data = _images(tmp_path / 'data', [(96, 96), (128, 112)])
-    val = _images(tmp_path / 'val' / 'HR', [(64, 64)], seed=1)
+    data = write_smooth_images(tmp_path / 'data', [(96, 96), (128, 112)])
+    val = write_smooth_images(tmp_path / 'val' / 'HR', [(64, 64)], seed=1)
     torch.manual_seed(0)
     imdn = IMDN(nc=12, nb=2, upscale=4).eval()
     ckpt = tmp_path / 'imdn.pth'

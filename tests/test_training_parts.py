@@ -5,10 +5,9 @@ import csv
 import os
 from types import SimpleNamespace
 
-import cv2
-import numpy as np
 import pytest
 import torch
+from synthetic_images import write_smooth_images
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import train
@@ -24,14 +23,6 @@ from utils.io.errors import UserError
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
-
-def _images(folder, sizes, seed=0):
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, (h, w) in enumerate(sizes):
-        img = cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), (7, 7), 3)
-        cv2.imwrite(str(folder / f'img{i}.png'), img)
-    return folder
 
 
 # ------------------------------------------------------------------------------ LossSet
@@ -160,8 +151,8 @@ def test_tensorboard_callback_writes_the_logged_scalars(tmp_path):
 
 
 def test_train_tensorboard_flag_logs_what_log_csv_holds(tmp_path):
-    data = _images(tmp_path / 'data', [(64, 64), (64, 80)])
-    val = _images(tmp_path / 'val', [(48, 48)], seed=1)
+    data = write_smooth_images(tmp_path / 'data', [(64, 64), (64, 80)])
+    val = write_smooth_images(tmp_path / 'val', [(48, 48)], seed=1)
     torch.manual_seed(0)
     save_state_dict(RFDN(nf=8, num_modules=1).state_dict(), str(tmp_path / 'tiny.pth'))
     out = tmp_path / 'run'
@@ -180,7 +171,7 @@ def test_train_tensorboard_flag_logs_what_log_csv_holds(tmp_path):
 
 # ------------------------------------------------------------------------- fine-tuning
 def test_finetuner_trains_in_place_and_leaves_no_scratch(tmp_path):
-    data = _images(tmp_path / 'data', [(64, 64)])
+    data = write_smooth_images(tmp_path / 'data', [(64, 64)])
     cache = TrainingSet(find_training_pairs([str(data)], 4), 4, 16, progress=False)
     torch.manual_seed(0)
     model = RFDN(nf=8, num_modules=1)
@@ -197,7 +188,7 @@ def test_finetuner_trains_in_place_and_leaves_no_scratch(tmp_path):
 
 # ------------------------------------------------------- library messages vs CLI flags
 def test_library_errors_name_no_flags_and_scripts_add_them(tmp_path):
-    data = _images(tmp_path / 'data', [(64, 64)])
+    data = write_smooth_images(tmp_path / 'data', [(64, 64)])
     torch.manual_seed(0)
     model = RFDN(nf=8, num_modules=1)
     for kwargs in ({'distill': 'output'}, {'iters': 0}):

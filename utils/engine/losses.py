@@ -30,8 +30,6 @@ class PixelLoss:
     needs = frozenset({'output'})
 
     def __init__(self, kind: str, value_range: float):
-        if kind not in PIXEL_LOSSES:
-            raise UserError(f'unknown pixel loss "{kind}" ({", ".join(PIXEL_LOSSES)})')
         self.kind = kind
         self.fn = PIXEL_LOSSES[kind]
         self.value_range = value_range
@@ -90,11 +88,11 @@ class LossSet:
     def from_config(cls, cfg, value_range: float) -> 'LossSet':
         """The terms a TrainConfig asks for: 'pixel' when `cfg.pixel_weight > 0`, 'distill'
         unless `cfg.distill == 'none'`; `value_range` is the model's input range (255 or 1)."""
+        if cfg.loss not in PIXEL_LOSSES:  # an unknown name is an error even at weight 0
+            raise UserError(f'unknown pixel loss "{cfg.loss}" ({", ".join(PIXEL_LOSSES)})')
         terms = []
         if cfg.pixel_weight > 0:
             terms.append(('pixel', cfg.pixel_weight, PixelLoss(cfg.loss, value_range)))
-        elif cfg.loss not in PIXEL_LOSSES:  # an unknown name is an error even at weight 0
-            raise UserError(f'unknown pixel loss "{cfg.loss}" ({", ".join(PIXEL_LOSSES)})')
         if cfg.distill != 'none':
             if cfg.distill not in DISTILLATIONS:
                 raise UserError(f'unknown distillation "{cfg.distill}" '

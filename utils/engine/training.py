@@ -251,9 +251,6 @@ class Trainer:
         return found
 
     # -- checkpoints -----------------------------------------------------------------
-    def state_dict(self) -> dict:
-        return self.checkpointer.state_dict(self.live, self.step, self.best_psnr)
-
     def save(self) -> None:
         self.checkpointer.save(self.live, self.step, self.best_psnr, self.export_model())
 
