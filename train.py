@@ -47,6 +47,10 @@ def parse_args(argv=None):
     p.add_argument('--teacher', default=None, help='frozen teacher checkpoint for --distill')
     p.add_argument('--distill', default='none', choices=['none', 'features', 'output'])
     p.add_argument('--distill_weight', type=float, default=1.0)
+    p.add_argument('--feature_weight', type=float, default=0.0,
+                   help='also distil the student\'s features (BranchRFDN: the branch inputs) towards '
+                   'the --teacher\'s (RFDN: the block outputs they replace) with this weight, beside '
+                   '--distill output or none')
     p.add_argument('--loss', default='l1', choices=['l1', 'l2'])
     p.add_argument('--pixel_weight', type=float, default=1.0, help='0: no pixel loss (pure distillation)')
     p.add_argument('--trainable', nargs='+', default=None, help='only parameters matching these patterns train')
@@ -121,7 +125,8 @@ def check_args(args) -> None:
     """Every option range and the output folder, before any work: UserError naming the flag."""
     for flag in ('scale', 'batch_size', 'patch_size', 'save_every', 'log_every', 'iters'):
         check_option(f'--{flag}', getattr(args, flag), at_least=1)
-    for flag in ('workers', 'val_every', 'grad_clip', 'pixel_weight', 'distill_weight'):
+    for flag in ('workers', 'val_every', 'grad_clip', 'pixel_weight', 'distill_weight',
+                 'feature_weight'):
         check_option(f'--{flag}', getattr(args, flag), at_least=0)
     check_option('--epochs', args.epochs, above=0)
     check_option('--lr', args.lr, above=0, below=1)
@@ -131,7 +136,12 @@ def check_args(args) -> None:
         check_option('--milestones', milestone, at_least=1)
     if args.distill != 'none' and not args.teacher:
         raise UserError(f'--distill {args.distill} needs --teacher')
-    if args.pixel_weight == 0 and args.distill == 'none' and not args.report_gap:
+    if args.feature_weight > 0 and not args.teacher:
+        raise UserError('--feature_weight needs --teacher')
+    if args.feature_weight > 0 and args.distill == 'features':
+        raise UserError('--feature_weight adds feature distillation beside --distill output or none; '
+                        'with --distill features use --distill_weight')
+    if args.pixel_weight == 0 and args.distill == 'none' and args.feature_weight == 0 and not args.report_gap:
         raise UserError('--pixel_weight 0 needs --distill features or output: there would be no loss')
     if not args.report_gap:  # the only mode that writes nothing
         check_output_dir(args.out_dir, '--out_dir')
@@ -168,9 +178,10 @@ def main(argv=None) -> int:
     teacher = load_recognised_model(args.teacher, what='--teacher') if args.teacher else None
     if args.report_gap:
         return report_gap(student, teacher, args)
-    if args.distill == 'features' and not (hasattr(student, 'distillation_features')
-                                           and hasattr(teacher, 'distillation_features')):
-        raise UserError(f'--distill features: {type(student).__name__} and '
+    wants_features = args.distill == 'features' or args.feature_weight > 0
+    if wants_features and not (hasattr(student, 'distillation_features')
+                               and hasattr(teacher, 'distillation_features')):
+        raise UserError(f'feature distillation: {type(student).__name__} and '
                         f'{type(teacher).__name__} have no matching features')
     if not trainable_parameter_names(student, args.trainable, args.freeze):
         raise UserError('no parameter left to train: check --trainable / --freeze patterns')
@@ -179,7 +190,8 @@ def main(argv=None) -> int:
         batch_size=args.batch_size, patch_size=args.patch_size, patch_schedule=args.patch_schedule,
         iters=iters, lr=args.lr, scheduler=args.scheduler, milestones=tuple(args.milestones),
         gamma=args.gamma, loss=args.loss, pixel_weight=args.pixel_weight, distill=args.distill,
-        distill_weight=args.distill_weight, grad_clip=args.grad_clip, ema=args.ema, amp=args.amp,
+        distill_weight=args.distill_weight, feature_weight=args.feature_weight,
+        grad_clip=args.grad_clip, ema=args.ema, amp=args.amp,
         workers=args.workers, seed=args.seed, val_every=args.val_every,
         val_hr_dir=None if args.val_hr_dir in (None, 'none') else args.val_hr_dir,
         save_every=args.save_every, log_every=args.log_every, plot=args.plot, tensorboard=args.tensorboard,

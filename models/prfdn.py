@@ -77,7 +77,9 @@ class BranchRFDN(SRModel):
         return inputs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        inputs = self.branch_inputs(x)
+        return self._tail(self.branch_inputs(x))
+
+    def _tail(self, inputs: list) -> torch.Tensor:
         outs = [getattr(self, f'B{k + 1}')(h) for k, h in enumerate(inputs)]
         out_b = self.c(torch.cat(outs, dim=1))
         out_lr = self.LR_conv(out_b) + inputs[0]
@@ -87,6 +89,11 @@ class BranchRFDN(SRModel):
         """Student features for feature distillation: the SRFDB outputs S_1..S_{n-1}
         (to match the teacher's block outputs B_1..B_{n-1}, see RFDN.block_outputs)."""
         return self.branch_inputs(x)[1:]
+
+    def output_and_features(self, x: torch.Tensor) -> tuple:
+        """(forward(x), distillation_features(x)) from one pass."""
+        inputs = self.branch_inputs(x)
+        return self._tail(inputs), inputs[1:]
 
     @classmethod
     def from_rfdn(cls, rfdn: RFDN, srfdb_init: str = 'fresh') -> 'BranchRFDN':

@@ -80,11 +80,18 @@ class RFDN(SRModel):
         return self.block_outputs(x)[1:-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outs = self.block_outputs(x)
-        out_fea = outs.pop(0)
-        out_b = self.c(torch.cat(outs, dim=1))
-        out_lr = self.LR_conv(out_b) + out_fea
+        return self._tail(self.block_outputs(x))
+
+    def _tail(self, outs: list) -> torch.Tensor:
+        """SR image from block_outputs' [fea, B1, ..., Bn]."""
+        out_b = self.c(torch.cat(outs[1:], dim=1))
+        out_lr = self.LR_conv(out_b) + outs[0]
         return self.upsampler(out_lr)
+
+    def output_and_features(self, x: torch.Tensor) -> tuple:
+        """(forward(x), distillation_features(x)) from one pass."""
+        outs = self.block_outputs(x)
+        return self._tail(outs), outs[1:-1]
 
     # -- compression hooks (see SRModel) ------------------------------------------------
     def block_names(self) -> list:

@@ -11,7 +11,7 @@ from synthetic_images import write_smooth_images
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import train
-from models import IMDN, RFDN
+from models import IMDN, RFDN, BranchRFDN
 from utils.data import TrainingSet, find_training_pairs
 from utils.engine.callbacks import TensorBoardLog
 from utils.engine.checkpointer import Checkpointer, StateMismatchError, TrainingState
@@ -52,6 +52,60 @@ def test_loss_set_is_the_weighted_sum_of_its_terms():
     out = losses(None, hr, features=feats, teacher_features=targets)
     by_hand = sum((f - t).abs().mean() for f, t in zip(feats, targets)) / 3 / 255
     assert torch.allclose(out['total'], 0.25 * by_hand, rtol=1e-6)
+
+
+def test_feature_term_beside_output_distillation():
+    g = torch.Generator().manual_seed(1)
+    sr, teacher = torch.rand(2, 3, 8, 8, generator=g) * 255, torch.rand(2, 3, 8, 8, generator=g) * 255
+    hr = torch.rand(2, 3, 8, 8, generator=g)
+    feats = [torch.rand(2, 4, 2, 2, generator=g) * 255 for _ in range(2)]
+    targets = [torch.rand(2, 4, 2, 2, generator=g) * 255 for _ in range(2)]
+    cfg = SimpleNamespace(loss='l1', pixel_weight=1, distill='output', distill_weight=1, feature_weight=0.5)
+    losses = LossSet.from_config(cfg, 255.0)
+    assert [name for name, _, _ in losses.terms] == ['pixel', 'distill', 'features']
+    assert losses.needs_output and losses.needs_features and losses.needs_teacher_features
+    out = losses(sr, hr, teacher_out=teacher, features=feats, teacher_features=targets)
+    features = sum((f - t).abs().mean() for f, t in zip(feats, targets)) / 2 / 255
+    assert torch.allclose(out['features'], features, rtol=1e-6)
+    assert torch.allclose(out['total'], out['pixel'] + out['distill'] + 0.5 * features, rtol=1e-6)
+    with pytest.raises(UserError, match='already the distillation term'):
+        LossSet.from_config(SimpleNamespace(**{**vars(cfg), 'distill': 'features'}), 255.0)
+
+
+@pytest.mark.parametrize('family', [RFDN, BranchRFDN])
+def test_output_and_features_equal_the_two_separate_passes(family):
+    torch.manual_seed(0)
+    model = family(nf=8, num_modules=3).eval()
+    x = torch.rand(1, 3, 16, 16) * 255
+    with torch.no_grad():
+        out, feats = model.output_and_features(x)
+        assert torch.equal(out, model(x))
+        separate = model.distillation_features(x)
+    assert len(feats) == len(separate) == 2
+    assert all(torch.equal(a, b) for a, b in zip(feats, separate))
+
+
+def test_trainer_feature_term_moves_the_branch_inputs_only_through_its_gradient(tmp_path):
+    """With output distillation alone the tail is free; the feature term adds gradient to the
+    SRFDBs pulling their outputs towards the teacher's block outputs."""
+    torch.manual_seed(0)
+    teacher = RFDN(nf=8, num_modules=3)
+    student = BranchRFDN.from_rfdn(teacher)
+    lr, hr = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 64, 64)
+
+    def srfdb_grad(feature_weight, tmp):
+        cfg = TrainConfig(out_dir=str(tmp_path / tmp), data_dirs=[], pixel_weight=0, distill='output',
+                          feature_weight=feature_weight, workers=0, progress=False)
+        trainer = Trainer(copy.deepcopy(student), cfg, teacher, train_set=[], val_set=None)
+        terms = trainer.losses(lr, hr)
+        terms['total'].backward()
+        return terms, trainer.model.S1.c5.weight.grad.clone()
+
+    base_terms, base = srfdb_grad(0.0, 'a')
+    terms, with_features = srfdb_grad(1.0, 'b')
+    assert 'features' not in base_terms and terms['features'] > 0
+    assert torch.allclose(terms['distill'], base_terms['distill'])
+    assert not torch.allclose(base, with_features)
 
 
 def test_loss_set_rejects_unknown_or_empty_sets():

@@ -8,9 +8,12 @@ Terms (each a scalar tensor, in 0–1 image units whatever the model's input ran
              or feature distillation: the mean over the student's `distillation_features` of
              the L1 distance to the teacher's (BranchRFDN's branch inputs against RFDN's block
              outputs, as in the PRFDN training)
+    features feature distillation as a second term beside output distillation (`feature_weight`
+             > 0), which keeps BranchRFDN's branch inputs near RFDN's block outputs while the
+             whole model trains on its output
 
 `LossSet.from_config` builds the set from a TrainConfig-like object (`loss`, `pixel_weight`,
-`distill`, `distill_weight`); the trainer asks the set what it needs (`needs_output`,
+`distill`, `distill_weight`, `feature_weight`); the trainer asks the set what it needs (`needs_output`,
 `needs_features`, `needs_teacher_output`, `needs_teacher_features`), runs those forwards and
 calls the set once per batch.
 """
@@ -87,7 +90,8 @@ class LossSet:
     @classmethod
     def from_config(cls, cfg, value_range: float) -> 'LossSet':
         """The terms a TrainConfig asks for: 'pixel' when `cfg.pixel_weight > 0`, 'distill'
-        unless `cfg.distill == 'none'`; `value_range` is the model's input range (255 or 1)."""
+        unless `cfg.distill == 'none'`, 'features' when `cfg.feature_weight > 0` (beside output
+        distillation or none); `value_range` is the model's input range (255 or 1)."""
         if cfg.loss not in PIXEL_LOSSES:  # an unknown name is an error even at weight 0
             raise UserError(f'unknown pixel loss "{cfg.loss}" ({", ".join(PIXEL_LOSSES)})')
         terms = []
@@ -98,6 +102,12 @@ class LossSet:
                 raise UserError(f'unknown distillation "{cfg.distill}" '
                                 f'(none, {", ".join(DISTILLATIONS)})')
             terms.append(('distill', cfg.distill_weight, DISTILLATIONS[cfg.distill](value_range)))
+        feature_weight = getattr(cfg, 'feature_weight', 0.0)
+        if feature_weight > 0:
+            if cfg.distill == 'features':
+                raise UserError('feature distillation is already the distillation term: a second '
+                                'feature weight would count it twice')
+            terms.append(('features', feature_weight, FeatureDistillation(value_range)))
         return cls(terms)
 
     @property

@@ -55,6 +55,7 @@ class TrainConfig:
     pixel_weight: float = 1.0
     distill: str = 'none'                 # none | features | output
     distill_weight: float = 1.0
+    feature_weight: float = 0.0           # feature distillation beside output distillation
     grad_clip: float = 0.0
     ema: float = 0.0
     amp: bool = False
@@ -122,6 +123,14 @@ def make_scheduler(opt, cfg: TrainConfig):
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+def output_and_features(model: nn.Module, x: torch.Tensor) -> tuple:
+    """(model(x), model.distillation_features(x)), from one forward pass where the model
+    offers one (`output_and_features`), else from two."""
+    if hasattr(model, 'output_and_features'):
+        return model.output_and_features(x)
+    return model(x), model.distillation_features(x)
+
+
 class _StudentStep(nn.Module):
     """What one training step needs from the student, as one forward call, so that
     DistributedDataParallel sees (and synchronises) every path, feature distillation too."""
@@ -131,6 +140,8 @@ class _StudentStep(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor, want_output: bool, want_features: bool):
+        if want_output and want_features:
+            return output_and_features(self.model, x)
         out = self.model(x) if want_output else None
         feats = self.model.distillation_features(x) if want_features else None
         return out, feats
@@ -190,7 +201,7 @@ class Trainer:
         self.range = float(getattr(model, 'input_range', 255.0))
         self.loss_set = LossSet.from_config(cfg, self.range)
         if self.loss_set.needs_teacher and teacher is None:
-            raise UserError(f'{cfg.distill} distillation needs a teacher model')
+            raise UserError('distillation needs a teacher model')
         if self.loss_set.needs_features and not (hasattr(model, 'distillation_features')
                                                  and hasattr(teacher, 'distillation_features')):
             raise UserError(f'feature distillation: {type(model).__name__} and '
@@ -284,8 +295,12 @@ class Trainer:
         teacher_out = teacher_feats = None
         if need.needs_teacher:
             with torch.no_grad():
-                teacher_out = self.teacher(x) if need.needs_teacher_output else None
-                teacher_feats = self.teacher.distillation_features(x) if need.needs_teacher_features else None
+                if need.needs_teacher_output and need.needs_teacher_features:
+                    teacher_out, teacher_feats = output_and_features(self.teacher, x)
+                elif need.needs_teacher_output:
+                    teacher_out = self.teacher(x)
+                else:
+                    teacher_feats = self.teacher.distillation_features(x)
         return self.loss_set(sr, hr, teacher_out=teacher_out, features=feats, teacher_features=teacher_feats)
 
     @torch.enable_grad()  # whatever the caller's grad mode (e.g. prune.py between evaluations)
