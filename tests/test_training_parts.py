@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import train
 from models import IMDN, RFDN, BranchRFDN
 from utils.data import TrainingSet, find_training_pairs
-from utils.engine.callbacks import TensorBoardLog
+from utils.engine.callbacks import LOG_FIELDS, CsvLog, TensorBoardLog
 from utils.engine.checkpointer import Checkpointer, StateMismatchError, TrainingState
 from utils.engine.finetune import FinetuneSettings, make_finetuner
 from utils.engine.losses import LossSet
@@ -183,6 +183,24 @@ def _scalars(log_dir):
     acc = EventAccumulator(str(log_dir))
     acc.Reload()
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()['scalars']}
+
+
+def test_csv_log_carries_every_term_and_keeps_an_existing_header(tmp_path):
+    fresh = CsvLog(str(tmp_path / 'fresh.csv'))
+    fresh.on_log(10, {'step': 10, 'loss': 0.5, 'pixel': 0.3, 'distill': 0.1, 'features': 0.1})
+    with open(tmp_path / 'fresh.csv', newline='') as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]['features'] == '0.1' and list(rows[0]) == LOG_FIELDS
+
+    old_header = ['step', 'time', 'lr', 'loss', 'pixel', 'distill', 'patch', 'data_ms', 'step_ms', 'val_psnr_y']
+    (tmp_path / 'old.csv').write_text(','.join(old_header) + '\n10,1.0,0.1,0.5,0.3,0.2,64,1,2,\n')
+    resumed = CsvLog(str(tmp_path / 'old.csv'))
+    resumed.on_log(20, {'step': 20, 'loss': 0.4, 'pixel': 0.3, 'distill': 0.1, 'patch': 64})
+    resumed.on_validation(20, 30.5, 30.5)
+    with open(tmp_path / 'old.csv', newline='') as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == old_header and all(len(row) == len(old_header) for row in rows)
+    assert rows[2][old_header.index('patch')] == '64' and rows[3][-1] == '30.5'
 
 
 def test_tensorboard_callback_writes_the_logged_scalars(tmp_path):

@@ -27,7 +27,8 @@ from tqdm import tqdm
 from utils.io.atomic import atomic_path
 
 #: columns of log.csv
-LOG_FIELDS = ['step', 'time', 'lr', 'loss', 'pixel', 'distill', 'patch', 'data_ms', 'step_ms', 'val_psnr_y']
+LOG_FIELDS = ['step', 'time', 'lr', 'loss', 'pixel', 'distill', 'features', 'patch', 'data_ms', 'step_ms',
+              'val_psnr_y']
 
 
 class Callback:
@@ -103,15 +104,23 @@ class ProgressBar(Callback):
 
 class CsvLog(Callback):
     """Appends every logged row and every validation to a CSV file (kept across resumes);
-    columns LOG_FIELDS, empty where a row has no value."""
+    columns LOG_FIELDS, empty where a row has no value. A file that exists keeps its own
+    header, so a run resumed with a newer LOG_FIELDS still writes rows that match it."""
 
     def __init__(self, path: str):
         self.path = path
+        self.fields = None
 
     def _append(self, row: dict) -> None:
-        new = not os.path.isfile(self.path)
+        new = not os.path.isfile(self.path) or os.path.getsize(self.path) == 0
+        if self.fields is None:
+            if new:
+                self.fields = LOG_FIELDS
+            else:
+                with open(self.path, newline='') as f:
+                    self.fields = next(csv.reader(f), None) or LOG_FIELDS
         with open(self.path, 'a', newline='') as f:
-            w = csv.DictWriter(f, fieldnames=LOG_FIELDS, extrasaction='ignore')
+            w = csv.DictWriter(f, fieldnames=self.fields, extrasaction='ignore')
             if new:
                 w.writeheader()
             w.writerow(row)
