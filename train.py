@@ -24,6 +24,7 @@ from models import CONVERSIONS, MODEL_REGISTRY, build_model, convert_from, load_
 from utils.data import find_training_pairs, parse_patch_schedule
 from utils.data.eval_sets import folder_set
 from utils.data.schedule import SCHEDULE_FORMAT
+from utils.data.teacher_store import read_manifest
 from utils.engine.checkpointer import StateMismatchError
 from utils.engine.training import NonFiniteLossError, TrainConfig, Trainer, trainable_parameter_names
 from utils.io.checkpoint import check_output_dir
@@ -51,6 +52,9 @@ def parse_args(argv=None):
                    help='also distil the student\'s features (BranchRFDN: the branch inputs) towards '
                    'the --teacher\'s (RFDN: the block outputs they replace) with this weight, beside '
                    '--distill output or none')
+    p.add_argument('--teacher_outputs', default=None,
+                   help='with --distill output: read the teacher\'s output patches from this store '
+                   '(python -m utils.engine.precompute) instead of running --teacher every step')
     p.add_argument('--loss', default='l1', choices=['l1', 'l2'])
     p.add_argument('--pixel_weight', type=float, default=1.0, help='0: no pixel loss (pure distillation)')
     p.add_argument('--trainable', nargs='+', default=None, help='only parameters matching these patterns train')
@@ -134,8 +138,12 @@ def check_args(args) -> None:
     check_option('--ema', args.ema, at_least=0, below=1)
     for milestone in args.milestones:
         check_option('--milestones', milestone, at_least=1)
-    if args.distill != 'none' and not args.teacher:
-        raise UserError(f'--distill {args.distill} needs --teacher')
+    if args.teacher_outputs and args.distill != 'output':
+        raise UserError('--teacher_outputs is read by --distill output only')
+    if args.distill == 'features' and not args.teacher:
+        raise UserError('--distill features needs --teacher')
+    if args.distill == 'output' and not (args.teacher or args.teacher_outputs):
+        raise UserError('--distill output needs --teacher or --teacher_outputs')
     if args.feature_weight > 0 and not args.teacher:
         raise UserError('--feature_weight needs --teacher')
     if args.feature_weight > 0 and args.distill == 'features':
@@ -176,6 +184,11 @@ def main(argv=None) -> int:
                         f'give --patch_size (and --patch_schedule sizes) of at least '
                         f'{student.min_input_size}')
     teacher = load_recognised_model(args.teacher, what='--teacher') if args.teacher else None
+    if args.teacher_outputs:
+        try:  # a store of another scale or another teacher would be a silently wrong target
+            read_manifest(args.teacher_outputs, args.scale, args.teacher)
+        except UserError as exc:
+            raise UserError(f'--teacher_outputs: {exc}') from None
     if args.report_gap:
         return report_gap(student, teacher, args)
     wants_features = args.distill == 'features' or args.feature_weight > 0
@@ -191,7 +204,7 @@ def main(argv=None) -> int:
         iters=iters, lr=args.lr, scheduler=args.scheduler, milestones=tuple(args.milestones),
         gamma=args.gamma, loss=args.loss, pixel_weight=args.pixel_weight, distill=args.distill,
         distill_weight=args.distill_weight, feature_weight=args.feature_weight,
-        grad_clip=args.grad_clip, ema=args.ema, amp=args.amp,
+        teacher_outputs=args.teacher_outputs, grad_clip=args.grad_clip, ema=args.ema, amp=args.amp,
         workers=args.workers, seed=args.seed, val_every=args.val_every,
         val_hr_dir=None if args.val_hr_dir in (None, 'none') else args.val_hr_dir,
         save_every=args.save_every, log_every=args.log_every, plot=args.plot, tensorboard=args.tensorboard,

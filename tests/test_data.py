@@ -137,8 +137,8 @@ def test_batches_are_the_same_for_any_number_of_workers(tmp_path):
         rng = np.random.default_rng([3, step, j])
         i = int(rng.integers(0, len(pairs)))  # every image is eligible for 16² patches
         top, left, *flips = draw_patch(lrs[i].shape[:2], 16, rng)
-        lp, hp = augment(lrs[i][top:top + 16, left:left + 16],
-                         hrs[i][top * 4:(top + 16) * 4, left * 4:(left + 16) * 4], *flips)
+        lp, hp = augment((lrs[i][top:top + 16, left:left + 16],
+                          hrs[i][top * 4:(top + 16) * 4, left * 4:(left + 16) * 4]), *flips)
         assert torch.equal(lr_t[j], torch.from_numpy(lp.copy()).permute(2, 0, 1).float() / 255)
         assert torch.equal(hr_t[j], torch.from_numpy(hp.copy()).permute(2, 0, 1).float() / 255)
 

@@ -187,7 +187,7 @@ def test_bad_input_stops_before_training(repo_root, tiny):
         (['--patch_schedule', '64-10'], 'bad --patch_schedule'),
         (['--model', 'IMDN'], 'does not fit IMDN'),
         (['--teacher', str(tmp / 'nope.pth'), '--distill', 'output'], 'checkpoint not found'),
-        (['--distill', 'output'], 'needs --teacher'),
+        (['--distill', 'output'], 'needs --teacher or --teacher_outputs'),
     ]
     import train
     from utils.io.errors import UserError

@@ -5,7 +5,8 @@ aligned patches with flips and 90° rotations; every batch is a pure function of
 
 Modules: discovery (where the images are), training_set (index + lazy bounded decoding),
 bicubic (exact MATLAB-bicubic LR crops), batches (PatchBatches), schedule (patch-size
-schedules), lmdb_store (BasicSR-layout LMDBs); `python -m utils.data.prepare` writes
+schedules), lmdb_store (BasicSR-layout LMDBs), teacher_store (a teacher's outputs of the
+training images, read with the patches); `python -m utils.data.prepare` writes
 sub-images and LMDBs, `python -m utils.data.benchmark` measures the loader.
 """
 from utils.data.batches import PatchBatches, augment, draw_patch

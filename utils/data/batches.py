@@ -27,20 +27,23 @@ def draw_patch(lr_shape: tuple, patch: int, rng: np.random.Generator) -> tuple:
     return top, left, hflip, vflip, int(rng.integers(0, 4))
 
 
-def augment(lp: np.ndarray, hp: np.ndarray, hflip: bool, vflip: bool, quarter_turns: int) -> tuple:
-    """The same flips and rotation applied to an LR patch and its HR patch (HxWx3 arrays)."""
+def augment(patches: tuple, hflip: bool, vflip: bool, quarter_turns: int) -> tuple:
+    """The same flips and rotation applied to aligned patches (HxWx3 arrays: LR, HR and
+    the teacher's output when there is one)."""
     if hflip:
-        lp, hp = lp[:, ::-1], hp[:, ::-1]
+        patches = [p[:, ::-1] for p in patches]
     if vflip:
-        lp, hp = lp[::-1], hp[::-1]
-    return np.rot90(lp, quarter_turns), np.rot90(hp, quarter_turns)
+        patches = [p[::-1] for p in patches]
+    return tuple(np.rot90(p, quarter_turns) for p in patches)
 
 
 class PatchBatches(torch.utils.data.Dataset):
     """Item `step` is this rank's share of the global batch of that step.
 
     Returns (lr, hr): float32 tensors (b, 3, p, p) and (b, 3, p·s, p·s) in 0–1, where
-    b = (the stage's batch, else batch_size) // world_size and p follows the patch schedule.
+    b = (the stage's batch, else batch_size) // world_size and p follows the patch schedule;
+    (lr, hr, teacher) when the set has teacher outputs attached, teacher like hr (0–1 units,
+    not clamped).
 
     Row j of a step draws (image, position, flips) from the RNG seeded (seed, step, j). An
     image that turns out undecodable is skipped (with a warning naming it) by drawing again
@@ -72,7 +75,7 @@ class PatchBatches(torch.utils.data.Dataset):
             top, left, *flips = draw_patch(data.lr_shapes[i], patch, rng)
             if i not in data.bad:
                 try:
-                    return augment(*data.crop(i, top, left, patch), *flips)
+                    return augment(data.crop(i, top, left, patch), *flips)
                 except UnreadableImage as exc:
                     data.bad.add(i)
                     warnings.warn(f'skipping unreadable training image {exc}', stacklevel=2)
@@ -82,11 +85,8 @@ class PatchBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, step: int):
         patch, _, batch = stage_at(self.schedule, step)
-        lrs, hrs = [], []
-        for j in range(self.rank, batch or self.batch_size, self.world_size):
-            lp, hp = self._draw(np.random.default_rng([self.seed, step, j]), patch)
-            lrs.append(np.ascontiguousarray(lp))
-            hrs.append(np.ascontiguousarray(hp))
-        lr_t = torch.from_numpy(np.stack(lrs)).permute(0, 3, 1, 2).float().div_(255.0)
-        hr_t = torch.from_numpy(np.stack(hrs)).permute(0, 3, 1, 2).float().div_(255.0)
-        return lr_t, hr_t
+        rows = [self._draw(np.random.default_rng([self.seed, step, j]), patch)
+                for j in range(self.rank, batch or self.batch_size, self.world_size)]
+        lr_t, hr_t, *teacher = (torch.from_numpy(np.stack([np.ascontiguousarray(p) for p in patches]))
+                                .permute(0, 3, 1, 2).float() for patches in zip(*rows))
+        return (lr_t.div_(255.0), hr_t.div_(255.0), *teacher)

@@ -22,6 +22,8 @@ from tqdm import tqdm
 
 from utils.data.bicubic import bicubic_crop
 from utils.data.lmdb_store import read_lmdb_rgb, read_meta_info
+from utils.data.teacher_store import decode as decode_teacher_output
+from utils.data.teacher_store import read_output, store_paths
 from utils.io.errors import UserError
 from utils.io.image_io import imread_rgb
 
@@ -57,7 +59,8 @@ class TrainingSet:
         cache_mb: decoded images kept per process (MB); 0 disables the cache.
     Attributes:
         names: HR names (str), lr_shapes: (n, 2) int LR (h, w), skipped: images too small,
-        unreadable: names left out because their header could not be read.
+        unreadable: names left out because their header could not be read,
+        teacher_refs: stored teacher outputs per image (`attach_teacher_outputs`) or None.
     """
 
     def __init__(self, pairs: list, scale: int, min_lr_size: int, cache_mb: float = 256,
@@ -97,6 +100,13 @@ class TrainingSet:
         self._eligible = {}
         self._cache, self._cached_bytes, self._cache_pid = OrderedDict(), 0, os.getpid()
         self.bad = set()  # indices found undecodable by this process
+        self.teacher_refs = None
+
+    def attach_teacher_outputs(self, folder: str) -> None:
+        """Crops carry the teacher's output from the store in `folder` (see teacher_store),
+        which must hold one for every image of the index, at its HR size."""
+        s = self.scale
+        self.teacher_refs = store_paths(folder, self.names, [(h * s, w * s) for h, w in self.lr_shapes])
 
     def _warn_unreadable(self, ref, exc) -> None:
         name = _ref_name(ref)
@@ -130,8 +140,9 @@ class TrainingSet:
                 return imread_rgb(ref)
         return read_lmdb_rgb(*ref)
 
-    def _cached(self, key: tuple, ref, shape: tuple) -> np.ndarray:
-        """The decoded image `ref` (HxWx3 uint8, cropped to `shape`), via this process's LRU."""
+    def _cached(self, key: tuple, ref, shape: tuple, decode=None) -> np.ndarray:
+        """The decoded image `ref` (HxWx3, uint8 by `_decode` or what `decode` returns,
+        cropped to `shape`), via this process's LRU."""
         if self._cache_pid != os.getpid():  # a forked worker starts its own cache
             self._cache, self._cached_bytes, self._cache_pid = OrderedDict(), 0, os.getpid()
         img = self._cache.get(key)
@@ -139,7 +150,7 @@ class TrainingSet:
             self._cache.move_to_end(key)
             return img
         try:
-            img = self._decode(ref)
+            img = (decode or self._decode)(ref)
         except Exception as exc:
             raise UnreadableImage(f'{_ref_name(ref)}: {str(exc).splitlines()[0][:160]}') from None
         h, w = shape
@@ -155,8 +166,19 @@ class TrainingSet:
                 self._cached_bytes -= old.nbytes
         return img
 
+    def whole_lr(self, i: int) -> np.ndarray:
+        """The whole LR image i (HxWx3 uint8, 0–255): the LR file, or the MATLAB bicubic of
+        the modcropped HR, the image every LR patch of `crop` is cut from."""
+        lr_h, lr_w = (int(v) for v in self.lr_shapes[i])
+        if self.lr_refs[i] is None:
+            hr = self._cached(('hr', i), self.hr_refs[i], (lr_h * self.scale, lr_w * self.scale))
+            return bicubic_crop(hr, self.scale, 0, 0, lr_h, lr_w)
+        return self._cached(('lr', i), self.lr_refs[i], (lr_h, lr_w))
+
     def crop(self, i: int, top: int, left: int, patch: int) -> tuple:
-        """(LR patch², HR (patch·scale)²) uint8 HxWx3 (0–255) at LR position (top, left).
+        """(LR patch², HR (patch·scale)²) uint8 HxWx3 (0–255) at LR position (top, left),
+        and the teacher's HR-size patch (float32 HxWx3, 0–1 units) third when teacher outputs
+        are attached.
 
         Raises UnreadableImage if image i cannot be decoded."""
         s = self.scale
@@ -168,4 +190,8 @@ class TrainingSet:
         else:
             lr = self._cached(('lr', i), self.lr_refs[i], (lr_h, lr_w))
             lp = lr[top:top + patch, left:left + patch]
-        return lp, hp
+        if self.teacher_refs is None:
+            return lp, hp
+        teacher = self._cached(('teacher', i), self.teacher_refs[i], (lr_h * s, lr_w * s), read_output)
+        tp = decode_teacher_output(teacher[top * s:(top + patch) * s, left * s:(left + patch) * s])
+        return lp, hp, tp

@@ -56,6 +56,7 @@ class TrainConfig:
     distill: str = 'none'                 # none | features | output
     distill_weight: float = 1.0
     feature_weight: float = 0.0           # feature distillation beside output distillation
+    teacher_outputs: str | None = None    # a teacher-output store read instead of the teacher's forward
     grad_clip: float = 0.0
     ema: float = 0.0
     amp: bool = False
@@ -200,7 +201,11 @@ class Trainer:
         self.is_main = self.rank == 0
         self.range = float(getattr(model, 'input_range', 255.0))
         self.loss_set = LossSet.from_config(cfg, self.range)
-        if self.loss_set.needs_teacher and teacher is None:
+        if cfg.teacher_outputs and not self.loss_set.needs_teacher_output:
+            raise UserError('stored teacher outputs are given, but no output distillation reads them')
+        # with stored outputs, the teacher runs only for the features
+        teacher_runs_output = self.loss_set.needs_teacher_output and not cfg.teacher_outputs
+        if (teacher_runs_output or self.loss_set.needs_teacher_features) and teacher is None:
             raise UserError('distillation needs a teacher model')
         if self.loss_set.needs_features and not (hasattr(model, 'distillation_features')
                                                  and hasattr(teacher, 'distillation_features')):
@@ -239,6 +244,8 @@ class Trainer:
             if train_set.skipped and self.is_main:
                 print(f'skipped {train_set.skipped} training images smaller than one '
                       f'{min_patch}-pixel LR patch')
+        if cfg.teacher_outputs:
+            train_set.attach_teacher_outputs(cfg.teacher_outputs)
         self.train_set = train_set
         if val_set is None and cfg.val_hr_dir:
             val_set = validation_set(cfg.val_hr_dir, cfg.scale)
@@ -286,31 +293,37 @@ class Trainer:
         return self.ema if self.ema is not None else self.model
 
     # -- one step --------------------------------------------------------------------
-    def losses(self, lr: torch.Tensor, hr: torch.Tensor) -> dict:
+    def losses(self, lr: torch.Tensor, hr: torch.Tensor, teacher_sr: torch.Tensor | None = None) -> dict:
         """Loss terms on one batch (LossSet output); lr/hr in 0–1, the model sees its own
-        input range."""
+        input range; `teacher_sr` (like hr, 0–1 units): the stored teacher output, used
+        instead of running the teacher for output distillation."""
         need = self.loss_set
         x = lr * self.range
         sr, feats = self.step_module(x, need.needs_output, need.needs_features)
         teacher_out = teacher_feats = None
-        if need.needs_teacher:
+        if need.needs_teacher_output and teacher_sr is not None:
+            teacher_out = teacher_sr * self.range
+        run_output = need.needs_teacher_output and teacher_out is None
+        if run_output or need.needs_teacher_features:
             with torch.no_grad():
-                if need.needs_teacher_output and need.needs_teacher_features:
+                if run_output and need.needs_teacher_features:
                     teacher_out, teacher_feats = output_and_features(self.teacher, x)
-                elif need.needs_teacher_output:
+                elif run_output:
                     teacher_out = self.teacher(x)
                 else:
                     teacher_feats = self.teacher.distillation_features(x)
         return self.loss_set(sr, hr, teacher_out=teacher_out, features=feats, teacher_features=teacher_feats)
 
     @torch.enable_grad()  # whatever the caller's grad mode (e.g. prune.py between evaluations)
-    def train_step(self, lr: torch.Tensor, hr: torch.Tensor) -> dict:
-        """One optimizer step; returns the loss terms as floats."""
+    def train_step(self, lr: torch.Tensor, hr: torch.Tensor, teacher_sr: torch.Tensor | None = None) -> dict:
+        """One optimizer step on a batch of PatchBatches; returns the loss terms as floats."""
         cfg = self.cfg
         self.model.train()
         self.opt.zero_grad(set_to_none=True)
+        lr, hr, *teacher_sr = (t.to(self.device, non_blocking=True) for t in (lr, hr, teacher_sr)
+                               if t is not None)
         with torch.autocast(self.device.type, enabled=self.scaler.is_enabled()):
-            losses = self.losses(lr.to(self.device, non_blocking=True), hr.to(self.device, non_blocking=True))
+            losses = self.losses(lr, hr, *teacher_sr)
         total = losses['total']
         if not torch.isfinite(total.detach()):
             kept = (f'the last checkpoint in {cfg.out_dir} is intact' if os.path.isfile(self.state_path)
@@ -371,10 +384,10 @@ class Trainer:
         first_step = last_saved = self.step
         clock = StepClock()
         self.callbacks.on_fit_start(self)
-        for lr, hr in one_line_errors(loader):
+        for batch in one_line_errors(loader):  # (lr, hr) or (lr, hr, stored teacher output)
             clock.batch_arrived()
-            patch = lr.shape[-1]
-            losses = self.train_step(lr, hr)
+            patch = batch[0].shape[-1]
+            losses = self.train_step(*batch)
             clock.step_done()
             terms = {k: v for k, v in losses.items() if k != 'total'}
             lr_now = self.sched.get_last_lr()[0]

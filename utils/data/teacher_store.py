@@ -1,0 +1,126 @@
+"""A teacher's SR outputs of whole training images, stored once, so that output distillation
+reads the teacher's patch with the HR patch instead of running the teacher every step.
+
+A store is a folder of 16-bit PNGs, one per training image, named by `output_name` (the HR
+file's stem and a hash of its full reference, so equal stems from different folders or LMDBs
+do not collide), plus `manifest.json` (the teacher checkpoint's SHA-256, the scale, the number
+of images, how many values were clipped).
+
+Values: the teacher output x in 0–1 units (the model's output divided by its input range,
+not clamped: a teacher overshoots 0 and 1 near edges) is stored as
+round((x + OFFSET) / SPAN · 65535), keeping x in [−0.25, 1.25] with an error of at most
+SPAN / 131070 ≈ 1.1e-5 (0.003 of a 0–255 grey level).
+
+The stored output is the teacher's output on the *whole*, un-augmented LR image, cropped,
+flipped and rotated with the patch. A teacher run live sees the flipped, rotated patch alone:
+at a patch border it sees zero padding where the store saw the image around the patch, and a
+network is only nearly equivariant to flips and 90° rotations. The two targets differ by
+that much (`python -m utils.engine.precompute --compare N` measures it).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from utils.io.atomic import atomic_path, atomic_write_text
+from utils.io.errors import UserError
+
+OFFSET, SPAN = 0.25, 1.5
+MANIFEST = 'manifest.json'
+_LEVELS = 65535.0
+
+
+def encode(x: np.ndarray) -> tuple:
+    """(HxWx3 uint16, number of clipped values) from an HxWx3 float image in 0–1 units."""
+    scaled = np.rint((np.asarray(x, dtype=np.float64) + OFFSET) / SPAN * _LEVELS)
+    clipped = int(np.count_nonzero((scaled < 0) | (scaled > _LEVELS)))
+    return np.clip(scaled, 0, _LEVELS).astype(np.uint16), clipped
+
+
+def decode(u16: np.ndarray) -> np.ndarray:
+    """float32 in 0–1 units from the uint16 of `encode` (any shape)."""
+    return (u16.astype(np.float32) * np.float32(SPAN / _LEVELS) - np.float32(OFFSET))
+
+
+def output_name(hr_name: str) -> str:
+    """File name of the stored output of the training image named `hr_name` (a path, or
+    'lmdb_folder:key' for an LMDB entry)."""
+    stem = os.path.splitext(os.path.basename(hr_name.replace(':', '/')))[0]
+    digest = hashlib.sha1(hr_name.encode('utf-8')).hexdigest()[:10]
+    return f'{stem}_{digest}.png'
+
+
+def write_output(path: str, rgb_u16: np.ndarray) -> None:
+    """An HxWx3 uint16 RGB image to a 16-bit PNG, atomically."""
+    with atomic_path(path, suffix='.png') as tmp:
+        if not cv2.imwrite(tmp, np.ascontiguousarray(rgb_u16[:, :, ::-1])):
+            raise OSError(f'could not write {path}')
+
+
+def read_output(path: str) -> np.ndarray:
+    """HxWx3 uint16 RGB of a stored output."""
+    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if img is None or img.dtype != np.uint16 or img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f'{path} is not a 16-bit RGB teacher output')
+    return img[:, :, ::-1]
+
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_manifest(folder: str, teacher_path: str, scale: int, count: int, clipped: int) -> None:
+    atomic_write_text(os.path.join(folder, MANIFEST), json.dumps({
+        'teacher': os.path.basename(teacher_path), 'teacher_sha256': file_sha256(teacher_path),
+        'scale': scale, 'images': count, 'clipped_values': clipped,
+        'encoding': f'uint16 = round((x + {OFFSET}) / {SPAN} * 65535), x in 0-1 units'}, indent=1) + '\n')
+
+
+def read_manifest(folder: str, scale: int, teacher_path: str | None = None) -> dict:
+    """The store's manifest, checked: it exists, was written for `scale`, and (when
+    `teacher_path` is given) for that very teacher checkpoint."""
+    path = os.path.join(folder, MANIFEST)
+    if not os.path.isfile(path):
+        raise UserError(f'{folder} is not a finished teacher-output store (no {MANIFEST}); '
+                        f'write it with python -m utils.engine.precompute')
+    with open(path) as f:
+        manifest = json.load(f)
+    if manifest.get('scale') != scale:
+        raise UserError(f'the teacher outputs in {folder} are ×{manifest.get("scale")}, training is ×{scale}')
+    if teacher_path is not None and manifest.get('teacher_sha256') != file_sha256(teacher_path):
+        raise UserError(f'the teacher outputs in {folder} were written by another checkpoint '
+                        f'({manifest.get("teacher")}) than the teacher {teacher_path}')
+    return manifest
+
+
+def store_paths(folder: str, hr_names: list, hr_shapes: list) -> list:
+    """The stored output of each training image, in order; each must exist with the HR size
+    (h, w) of `hr_shapes` (read from the PNG header, no pixels decoded)."""
+    paths, missing = [], []
+    for name, (h, w) in zip(hr_names, hr_shapes):
+        path = os.path.join(folder, output_name(name))
+        if not os.path.isfile(path):
+            missing.append(name)
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            with Image.open(path) as img:
+                size = img.size
+        if size != (w, h):
+            raise UserError(f'{path}: teacher output {size[0]}x{size[1]}, its HR image {name} is '
+                            f'{w}x{h} (a store written for other data?)')
+        paths.append(path)
+    if missing:
+        raise UserError(f'{folder} has no teacher output for {len(missing)} of {len(hr_names)} training '
+                        f'images (first: {missing[0]})')
+    return paths
