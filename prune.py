@@ -36,6 +36,7 @@ from utils.compress.fmp import CRITERIA, METRICS, FmpSettings, run_fmp
 from utils.compress.kernel_pruning import bias_prune, eligible_convs, psnr_drop_table
 from utils.compress.prune_loop import (
     ScheduleMismatchError,
+    finetune_ramp,
     iterative_prune,
     measure_row,
     progressive_kernel_prune,
@@ -83,6 +84,10 @@ def parse_args(argv=None):
                    'taylor for 0–255 models (magnitude misses the large-activation residual channels)')
     p.add_argument('--round_to', type=int, default=None, help='keep widths multiples of this')
     p.add_argument('--finetune_iters', type=int, default=100, help='0: no fine-tuning')
+    p.add_argument('--finetune_last', type=int, default=None,
+                   help='channel mode: fine-tuning steps after the last pruning step; the number '
+                   'ramps linearly from --finetune_iters after the first (same total as a constant '
+                   'mean), so that more fine-tuning goes where fewer channels are left')
     p.add_argument('--distill', action='store_true', help='fine-tune with output distillation '
                    'from the unpruned model as well as L1')
     p.add_argument('--teacher', default=None, help='with --distill: this checkpoint instead of the '
@@ -118,7 +123,7 @@ def budget_of(args, model):
 def check_args(args) -> None:
     """Every option range and output location, before anything is loaded or written:
     UserError naming the flag."""
-    for flag in ('steps', 'batch_size', 'patch_size', 'round_to', 'kernel_prune'):
+    for flag in ('steps', 'batch_size', 'patch_size', 'round_to', 'kernel_prune', 'finetune_last'):
         check_option(f'--{flag}', getattr(args, flag), at_least=1)
     for flag in ('finetune_iters', 'workers'):
         check_option(f'--{flag}', getattr(args, flag), at_least=0)
@@ -168,6 +173,8 @@ def run(args) -> int:
         raise UserError('--sensitivity is for --mode kernel or --mode block')
     if not args.out_dir:
         raise UserError('--out_dir is required')
+    if args.finetune_last is not None and args.mode != 'channel':
+        raise UserError('--finetune_last is for --mode channel')
     if args.mode == 'fmp':
         return fmp_mode(model, args)
     if args.mode != 'channel':
@@ -179,6 +186,10 @@ def run(args) -> int:
         raise UserError(f'--ratio must be in (0, 1), got {args.ratio}')
     val_set = validation_set_of(args, model)
     finetune, cache = finetuner_and_data(model, args)
+    ramp = None
+    if args.finetune_last is not None and finetune is not None:
+        ramp = finetune_ramp(args.finetune_iters, args.finetune_last, args.steps)
+        print(f'fine-tuning steps after each pruning step: {", ".join(map(str, ramp))} ({sum(ramp)} in all)')
 
     def grad_batch(step=0):
         # a different batch at every step; seeded, so a resumed run draws the same ones
@@ -189,7 +200,7 @@ def run(args) -> int:
             model, out_dir=args.out_dir, steps=args.steps, ratio=args.ratio if budget is None else None,
             budget=budget, importance=args.importance, round_to=args.round_to, finetune=finetune,
             val_set=val_set, device=args.device, grad_batch_fn=grad_batch if cache else None,
-            resume=args.resume, measure_before=not args.no_before)
+            resume=args.resume, measure_before=not args.no_before, finetune_iters=ramp)
     except ScheduleMismatchError as exc:
         raise UserError(f'--resume: {exc}') from None
     output = args.output or os.path.join(args.out_dir, 'pruned.pth')

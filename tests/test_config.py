@@ -125,7 +125,8 @@ RECIPE_SCRIPTS = {
               'ablation/srfdb_first_block_stage2_features',
               'ablation/stage7_final_finetune', 'ablation/stage7_final_finetune_stored'],
     'prune': ['prfdn/prune', 'clb_imdn/block_prune', 'rlfn_kp/kernel', 'rlfn_kp/bias', 'fmp/channel',
-              'fmp/weight', 'fmp/total_fixed', 'fmp/total', 'ablation/stage7_prune_ft60'],
+              'fmp/weight', 'fmp/total_fixed', 'fmp/total', 'ablation/stage7_prune_ft60',
+              'ablation/stage7_prune_ramp'],
     'reparam': ['prfdn/merge', 'prfdn/fold', 'clb_imdn/collapse', 'ablation/stage7_merge'],
 }
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from models import IMDN, RFDN, RLFN, BranchRFDN, load_model, model_from_state_dict
-from utils.compress.prune_loop import iterative_prune
+from utils.compress.prune_loop import finetune_ramp, iterative_prune
 from utils.compress.pruning import (
     channel_groups,
     example_input,
@@ -106,6 +106,28 @@ def test_budget_schedule_is_geometric_and_lands_on_the_target(tmp_path):
         goal = start * (target / start) ** (r['step'] / 3)
         assert abs(r['flops_G'] * 1e9 - goal) <= 0.02 * goal, (r['step'], r['flops_G'], goal / 1e9)
     assert (tmp_path / 'step_03.pth').exists()
+
+
+def test_finetune_ramp_keeps_the_total_and_reaches_the_ends():
+    ramp = finetune_ramp(20, 100, 16)
+    assert ramp[0] == 20 and ramp[-1] == 100 and sum(ramp) == 16 * 60
+    assert all(b >= a for a, b in zip(ramp, ramp[1:]))
+    assert finetune_ramp(30, 30, 4) == [30] * 4 and finetune_ramp(10, 50, 1) == [50]
+
+
+def test_each_pruning_step_gets_its_own_finetuning_length(tmp_path):
+    model = small_models()['ParallelRFDN-catconv'].eval()
+    asked = []
+
+    def finetune(m, iters=None):
+        asked.append(iters)
+
+    _, rows = iterative_prune(model, out_dir=str(tmp_path), steps=3, ratio=0.5, importance='l1',
+                              finetune=finetune, progress=lambda *a: None, finetune_iters=[4, 6, 8])
+    assert asked == [4, 6, 8] and [r['finetune_iters'] for r in rows[1:]] == [4, 6, 8]
+    with pytest.raises(ValueError, match='2 fine-tuning lengths for 3 steps'):
+        iterative_prune(model, out_dir=str(tmp_path / 'b'), steps=3, ratio=0.5, finetune=finetune,
+                        finetune_iters=[4, 6])
 
 
 def test_schedule_is_the_seeds():

@@ -103,17 +103,32 @@ def last_completed_step(out_dir: str) -> tuple[int, str | None]:
     return max(steps) if steps else (0, None)
 
 
+def finetune_ramp(first: int, last: int, steps: int) -> list:
+    """Fine-tuning steps after each of `steps` pruning steps, from `first` after the first to
+    `last` after the last, linear in between and rounded so that the total is
+    round(steps · (first + last) / 2), that of the exact ramp."""
+    if steps == 1:
+        return [last]
+    exact = [first + (last - first) * k / (steps - 1) for k in range(steps)]
+    cumulative = [round(sum(exact[:k + 1])) for k in range(steps)]
+    return [c - p for c, p in zip(cumulative, [0] + cumulative[:-1])]
+
+
 def iterative_prune(model, *, out_dir: str, steps: int, ratio: float | None = None,
                     budget: tuple | None = None, importance: str = 'l1', round_to: int | None = None,
                     finetune=None, val_set=None, device='cpu', grad_batch_fn=None,
-                    resume: bool = False, progress=print, measure_before: bool = True) -> tuple:
-    """Prune `model` in `steps` steps, fine-tuning after each with `finetune(model)`.
+                    resume: bool = False, progress=print, measure_before: bool = True,
+                    finetune_iters: list | None = None) -> tuple:
+    """Prune `model` in `steps` steps, fine-tuning after each with `finetune(model)`
+    (`finetune(model, iters=finetune_iters[k])` after step k + 1 when a per-step list is given).
 
     Either `ratio` (share of prunable channels removed in all, spread linearly over the
     steps as in the PRFDN paper) or `budget` = (metric, target) with metric in params / flops /
     latency_ms: each step aims at a geometric interpolation between the start and the
     target, and the last lands within 2% of it. Returns (model, rows).
     """
+    if finetune_iters is not None and len(finetune_iters) != steps:
+        raise ValueError(f'{len(finetune_iters)} fine-tuning lengths for {steps} steps')
     make_importance(importance)                     # unknown names fail before any work
     if steps < 1:
         raise UserError(f'the number of steps must be at least 1, got {steps}')
@@ -122,7 +137,7 @@ def iterative_prune(model, *, out_dir: str, steps: int, ratio: float | None = No
     build_pruner(copy.deepcopy(model).eval(), 0.5, make_importance('l1'), round_to)  # traceable?
     plan_path = os.path.join(out_dir, 'plan.json')
     plan = {'steps': steps, 'ratio': ratio, 'budget': budget, 'importance': importance,
-            'round_to': round_to}
+            'round_to': round_to, 'finetune_iters': finetune_iters}
     rows = []
     start = 0
     if resume:
@@ -134,7 +149,8 @@ def iterative_prune(model, *, out_dir: str, steps: int, ratio: float | None = No
             with open(plan_path) as f:
                 saved = json.load(f)
             if saved['steps'] != steps or saved['ratio'] != ratio or \
-                    (saved['budget'] and list(saved['budget'][:2]) != list(budget or [])[:2]):
+                    (saved['budget'] and list(saved['budget'][:2]) != list(budget or [])[:2]) or \
+                    saved.get('finetune_iters') != finetune_iters:
                 raise ScheduleMismatchError(f'the schedule differs from {plan_path}')
             plan = saved
             model = prepare_for_pruning(load_model(path, device=device))
@@ -168,10 +184,14 @@ def iterative_prune(model, *, out_dir: str, steps: int, ratio: float | None = No
         before = None
         if finetune is not None and val_set is not None and measure_before:
             before = psnr_only(model, val_set, device)
-        if finetune is not None:
+        if finetune is not None and finetune_iters is not None:
+            finetune(model, iters=finetune_iters[step - 1])
+        elif finetune is not None:
             finetune(model)
         row = {'step': step, 'ratio': r, **measure_row(model, val_set, device),
                'psnr_y_before_ft': before, 'widths': conv_widths(model)}
+        if finetune is not None and finetune_iters is not None:
+            row['finetune_iters'] = finetune_iters[step - 1]
         rows.append(row)
         save_state_dict(model.state_dict(), os.path.join(out_dir, f'step_{step:02d}.pth'))
         write_logs(rows, out_dir)

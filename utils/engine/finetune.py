@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch.nn as nn
 
@@ -59,9 +59,11 @@ class Finetuner:
         self.teacher = teacher
         self.scratch = os.path.join(work_dir, SCRATCH_DIR)
 
-    def __call__(self, model: nn.Module, post_step=None) -> dict:
+    def __call__(self, model: nn.Module, post_step=None, iters: int | None = None) -> dict:
+        """One round; `iters` overrides the settings' number of steps for this round."""
         shutil.rmtree(self.scratch, ignore_errors=True)
-        cfg = finetune_config(self.settings, self.scratch, model.scale, self.teacher is not None)
+        settings = self.settings if iters is None else replace(self.settings, iters=iters)
+        cfg = finetune_config(settings, self.scratch, model.scale, self.teacher is not None)
         summary = Trainer(model, cfg, self.teacher, train_set=self.train_set, post_step=post_step).fit()
         shutil.rmtree(self.scratch, ignore_errors=True)
         return summary
