@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import glob
 import os
 
 import torch
@@ -43,7 +42,7 @@ from utils.compress.prune_loop import (
     write_logs,
 )
 from utils.compress.pruning import IMPORTANCE_NAMES, make_importance, size_of
-from utils.data import PatchBatches, TrainingSet, find_training_pairs
+from utils.data import PatchBatches, TrainingSet, default_training_dirs, find_training_pairs
 from utils.data.eval_sets import folder_set
 from utils.engine.finetune import FinetuneSettings, make_finetuner
 from utils.engine.training import NonFiniteLossError
@@ -254,8 +253,7 @@ def finetuner_and_data(model, args):
     """
     if args.finetune_iters <= 0 and args.importance != 'taylor':
         return None, None
-    data_dirs = args.data_dir or sorted(d for d in glob.glob(os.path.join(SHARED, 'train', '*'))
-                                        if os.path.isdir(d))
+    data_dirs = args.data_dir or default_training_dirs()
     cache = TrainingSet(find_training_pairs(data_dirs, model.scale), model.scale, args.patch_size)
     if args.finetune_iters <= 0:
         return None, cache

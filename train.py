@@ -13,7 +13,6 @@ trains with DistributedDataParallel.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import math
 import os
@@ -21,7 +20,7 @@ import os
 import torch
 
 from models import CONVERSIONS, MODEL_REGISTRY, build_model, convert_from, load_model, load_recognised_model
-from utils.data import find_training_pairs, parse_patch_schedule
+from utils.data import default_training_dirs, find_training_pairs, parse_patch_schedule
 from utils.data.eval_sets import folder_set
 from utils.data.schedule import SCHEDULE_FORMAT
 from utils.data.teacher_store import read_manifest
@@ -160,8 +159,7 @@ def main(argv=None) -> int:
     if args.device.startswith('cuda') and not torch.cuda.is_available():
         raise UserError('--device cuda asked for, but no CUDA device is available')
     check_args(args)
-    data_dirs = args.data_dir or sorted(d for d in glob.glob(os.path.join(SHARED, 'train', '*'))
-                                        if os.path.isdir(d))
+    data_dirs = args.data_dir or default_training_dirs()
     if not data_dirs:
         raise UserError(f'no training data: pass --data_dir (nothing under {SHARED}/train)')
     iters = args.iters

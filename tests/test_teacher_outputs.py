@@ -4,6 +4,7 @@ its patch aligned and augmented with LR/HR, and training on it gives the losses 
 teacher wherever the two see the same pixels."""
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from utils.engine import precompute
 from utils.engine.training import TrainConfig, Trainer
 from utils.io.checkpoint import save_state_dict
 from utils.io.errors import UserError
-from utils.io.image_io import uint8_to_tensor
+from utils.io.image_io import imwrite_rgb, uint8_to_tensor
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -62,7 +63,7 @@ def test_store_holds_the_whole_image_outputs_and_a_rerun_writes_nothing(store, c
     train_set = TrainingSet(find_training_pairs([str(data)], 4), 4, 1, progress=False)
     manifest = read_manifest(str(tmp / 'store'), 4, ckpt)
     assert manifest['images'] == 2 and manifest['scale'] == 4
-    paths = store_paths(str(tmp / 'store'), train_set.names, [(h * 4, w * 4) for h, w in train_set.lr_shapes])
+    paths = store_paths(str(tmp / 'store'), train_set.names)
     for path, live in zip(paths, _whole_outputs(teacher, train_set)):
         assert np.abs(decode(read_output(path)) - live).max() <= TOLERANCE
     outside = sum(int(np.count_nonzero((o < -OFFSET) | (o > SPAN - OFFSET)))
@@ -127,6 +128,13 @@ def test_bad_stores_are_one_line_errors(store, tmp_path):
     train_set = TrainingSet(find_training_pairs([str(data), str(more)], 4), 4, 16, progress=False)
     with pytest.raises(UserError, match='no teacher output for 1 of 3 training images'):
         train_set.attach_teacher_outputs(str(tmp / 'store'))
+    wrong = tmp_path / 'wrong_size'
+    shutil.copytree(tmp / 'store', wrong)
+    first = sorted(p for p in os.listdir(wrong) if p.endswith('.png'))[0]
+    imwrite_rgb(wrong / first, np.zeros((8, 8, 3), np.uint16))
+    one_set = TrainingSet(find_training_pairs([str(data)], 4), 4, 16, progress=False)
+    with pytest.raises(UserError, match='teacher output 8x8, its HR image'):
+        one_set.attach_teacher_outputs(str(wrong))
     with pytest.raises(UserError, match='no output distillation reads them'):
         Trainer(RFDN(nf=8, num_modules=1), TrainConfig(out_dir=str(tmp_path / 'x'), data_dirs=[str(data)],
                                                         patch_size=16, workers=0, progress=False,

@@ -31,7 +31,7 @@ def test_loss_set_is_the_weighted_sum_of_its_terms():
     sr = (torch.rand(2, 3, 8, 8, generator=g) * 255).requires_grad_(True)
     hr = torch.rand(2, 3, 8, 8, generator=g)
     teacher = torch.rand(2, 3, 8, 8, generator=g) * 255
-    cfg = SimpleNamespace(loss='l2', pixel_weight=0.5, distill='output', distill_weight=2.0)
+    cfg = SimpleNamespace(loss='l2', pixel_weight=0.5, distill='output', distill_weight=2.0, feature_weight=0)
     losses = LossSet.from_config(cfg, 255.0)
     assert losses.needs_output and losses.needs_teacher_output and not losses.needs_features
     out = losses(sr, hr, teacher_out=teacher)
@@ -45,7 +45,7 @@ def test_loss_set_is_the_weighted_sum_of_its_terms():
 
     feats = [torch.rand(1, 4, 5, 5, generator=g) * 255 for _ in range(3)]
     targets = [torch.rand(1, 4, 5, 5, generator=g) * 255 for _ in range(3)]
-    cfg = SimpleNamespace(loss='l1', pixel_weight=0, distill='features', distill_weight=0.25)
+    cfg = SimpleNamespace(loss='l1', pixel_weight=0, distill='features', distill_weight=0.25, feature_weight=0)
     losses = LossSet.from_config(cfg, 255.0)
     assert [name for name, _, _ in losses.terms] == ['distill']            # weight 0: no pixel term
     assert losses.needs_features and losses.needs_teacher_features and not losses.needs_output
@@ -110,7 +110,7 @@ def test_trainer_feature_term_moves_the_branch_inputs_only_through_its_gradient(
 
 def test_loss_set_rejects_unknown_or_empty_sets():
     def config(**kwargs):
-        base = {'loss': 'l1', 'pixel_weight': 1, 'distill': 'none', 'distill_weight': 1}
+        base = {'loss': 'l1', 'pixel_weight': 1, 'distill': 'none', 'distill_weight': 1, 'feature_weight': 0}
         return SimpleNamespace(**{**base, **kwargs})
     with pytest.raises(UserError, match='unknown pixel loss "huber"'):
         LossSet.from_config(config(loss='huber'), 1.0)

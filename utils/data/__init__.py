@@ -11,9 +11,9 @@ sub-images and LMDBs, `python -m utils.data.benchmark` measures the loader.
 """
 from utils.data.batches import PatchBatches, augment, draw_patch
 from utils.data.bicubic import bicubic_crop
-from utils.data.discovery import find_training_pairs, validation_set
+from utils.data.discovery import default_training_dirs, find_training_pairs, validation_set
 from utils.data.schedule import parse_patch_schedule, patch_size_at, stage_at
 from utils.data.training_set import TrainingSet, UnreadableImage
 
-__all__ = ['PatchBatches', 'TrainingSet', 'UnreadableImage', 'augment', 'bicubic_crop', 'draw_patch',
-           'find_training_pairs', 'parse_patch_schedule', 'patch_size_at', 'stage_at', 'validation_set']
+__all__ = ['PatchBatches', 'TrainingSet', 'UnreadableImage', 'augment', 'bicubic_crop', 'default_training_dirs',
+           'draw_patch', 'find_training_pairs', 'parse_patch_schedule', 'patch_size_at', 'stage_at', 'validation_set']

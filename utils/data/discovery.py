@@ -22,6 +22,7 @@ import os
 
 from utils.data.eval_sets import NTIRE_LAYOUTS, EvalSet, discover_ntire_sets, folder_set
 from utils.data.lmdb_store import is_lmdb_dir, read_meta_info
+from utils.io.config import shared_dir
 from utils.io.errors import UserError
 from utils.io.image_io import IMAGE_EXTENSIONS
 
@@ -81,6 +82,13 @@ def _lmdb_pairs(hr_lmdb: str, lr_lmdb: str | None) -> list:
             raise UserError(f'{len(missing)} images of {hr_lmdb} are not in {lr_lmdb} '
                             f'(first: {missing[0]})')
     return [((hr_lmdb, k), (lr_lmdb, k) if lr_lmdb else None) for k in sorted(hr_keys)]
+
+
+def default_training_dirs() -> list:
+    """Every folder under $ESR_SHARED/train (sorted): the training data when none is given."""
+    root = os.path.join(shared_dir(), 'train')
+    return sorted(os.path.join(root, d) for d in os.listdir(root)
+                  if os.path.isdir(os.path.join(root, d))) if os.path.isdir(root) else []
 
 
 def find_training_pairs(data_dirs: list, scale: int, lr_dirs: list | None = None) -> list:

@@ -22,13 +22,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import warnings
 
 import cv2
 import numpy as np
-from PIL import Image
 
-from utils.io.atomic import atomic_path, atomic_write_text
+from utils.io.atomic import atomic_write_text
 from utils.io.errors import UserError
 
 OFFSET, SPAN = 0.25, 1.5
@@ -54,13 +52,6 @@ def output_name(hr_name: str) -> str:
     stem = os.path.splitext(os.path.basename(hr_name.replace(':', '/')))[0]
     digest = hashlib.sha1(hr_name.encode('utf-8')).hexdigest()[:10]
     return f'{stem}_{digest}.png'
-
-
-def write_output(path: str, rgb_u16: np.ndarray) -> None:
-    """An HxWx3 uint16 RGB image to a 16-bit PNG, atomically."""
-    with atomic_path(path, suffix='.png') as tmp:
-        if not cv2.imwrite(tmp, np.ascontiguousarray(rgb_u16[:, :, ::-1])):
-            raise OSError(f'could not write {path}')
 
 
 def read_output(path: str) -> np.ndarray:
@@ -103,23 +94,10 @@ def read_manifest(folder: str, scale: int, teacher_path: str | None = None) -> d
     return manifest
 
 
-def store_paths(folder: str, hr_names: list, hr_shapes: list) -> list:
-    """The stored output of each training image, in order; each must exist with the HR size
-    (h, w) of `hr_shapes` (read from the PNG header, no pixels decoded)."""
-    paths, missing = [], []
-    for name, (h, w) in zip(hr_names, hr_shapes):
-        path = os.path.join(folder, output_name(name))
-        if not os.path.isfile(path):
-            missing.append(name)
-            continue
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')
-            with Image.open(path) as img:
-                size = img.size
-        if size != (w, h):
-            raise UserError(f'{path}: teacher output {size[0]}x{size[1]}, its HR image {name} is '
-                            f'{w}x{h} (a store written for other data?)')
-        paths.append(path)
+def store_paths(folder: str, hr_names: list) -> list:
+    """The stored output of each training image named in `hr_names`, in order; each must exist."""
+    paths = [os.path.join(folder, output_name(name)) for name in hr_names]
+    missing = [name for name, path in zip(hr_names, paths) if not os.path.isfile(path)]
     if missing:
         raise UserError(f'{folder} has no teacher output for {len(missing)} of {len(hr_names)} training '
                         f'images (first: {missing[0]})')

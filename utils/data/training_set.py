@@ -105,8 +105,13 @@ class TrainingSet:
     def attach_teacher_outputs(self, folder: str) -> None:
         """Crops carry the teacher's output from the store in `folder` (see teacher_store),
         which must hold one for every image of the index, at its HR size."""
-        s = self.scale
-        self.teacher_refs = store_paths(folder, self.names, [(h * s, w * s) for h, w in self.lr_shapes])
+        paths = store_paths(folder, self.names)
+        for path, name, (lr_h, lr_w) in zip(paths, self.names, self.lr_shapes):
+            h, w = header_size(path)
+            if (h, w) != (lr_h * self.scale, lr_w * self.scale):
+                raise UserError(f'{path}: teacher output {w}x{h}, its HR image {name} is '
+                                f'{lr_w * self.scale}x{lr_h * self.scale} (a store written for other data?)')
+        self.teacher_refs = paths
 
     def _warn_unreadable(self, ref, exc) -> None:
         name = _ref_name(ref)

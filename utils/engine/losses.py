@@ -102,12 +102,11 @@ class LossSet:
                 raise UserError(f'unknown distillation "{cfg.distill}" '
                                 f'(none, {", ".join(DISTILLATIONS)})')
             terms.append(('distill', cfg.distill_weight, DISTILLATIONS[cfg.distill](value_range)))
-        feature_weight = getattr(cfg, 'feature_weight', 0.0)
-        if feature_weight > 0:
+        if cfg.feature_weight > 0:
             if cfg.distill == 'features':
                 raise UserError('feature distillation is already the distillation term: a second '
                                 'feature weight would count it twice')
-            terms.append(('features', feature_weight, FeatureDistillation(value_range)))
+            terms.append(('features', cfg.feature_weight, FeatureDistillation(value_range)))
         return cls(terms)
 
     @property

@@ -12,7 +12,6 @@ skips the files already there, so an interrupted run resumes; the manifest is wr
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import sys
 import time
@@ -21,12 +20,12 @@ import torch
 from tqdm import tqdm
 
 from models import load_recognised_model
-from utils.data import PatchBatches, TrainingSet, find_training_pairs
-from utils.data.teacher_store import encode, output_name, write_manifest, write_output
+from utils.data import PatchBatches, TrainingSet, default_training_dirs, find_training_pairs
+from utils.data.teacher_store import encode, output_name, write_manifest
 from utils.engine.inference import super_resolve_tensor
 from utils.io.config import shared_dir
 from utils.io.errors import UserError, run_cli
-from utils.io.image_io import uint8_to_tensor
+from utils.io.image_io import imwrite_rgb, uint8_to_tensor
 
 
 def write_teacher_outputs(teacher: torch.nn.Module, train_set: TrainingSet, out_dir: str,
@@ -49,7 +48,7 @@ def write_teacher_outputs(teacher: torch.nn.Module, train_set: TrainingSet, out_
         sr = super_resolve_tensor(teacher, x, train_set.scale, tile)
         rgb = (sr[0].float() / value_range).permute(1, 2, 0).cpu().numpy()
         u16, n_clipped = encode(rgb)
-        write_output(path, u16)
+        imwrite_rgb(path, u16)
         written += 1
         clipped += n_clipped
     write_manifest(out_dir, teacher_path, train_set.scale, len(train_set), clipped)
@@ -105,8 +104,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.scale < 1 or (args.tile is not None and args.tile < 1) or args.compare < 0:
         raise UserError('--scale and --tile must be at least 1, --compare at least 0')
-    data_dirs = args.data_dir or sorted(d for d in glob.glob(os.path.join(shared_dir(), 'train', '*'))
-                                        if os.path.isdir(d))
+    data_dirs = args.data_dir or default_training_dirs()
     if not data_dirs:
         raise UserError(f'no training folders under {os.path.join(shared_dir(), "train")}: give --data_dir')
     teacher = load_recognised_model(args.teacher, what='--teacher')

@@ -95,15 +95,16 @@ def imwrite_rgb(path, img, png_compression=None):
 
     Args:
         path: destination; must end in .png (the data is always PNG-encoded).
-        img: np.ndarray, HxWx3 uint8 RGB (0-255), or HxW uint8 grayscale.
+        img: np.ndarray, HxWx3 RGB or HxW grayscale, uint8 (0-255) or uint16 (0-65535,
+            a 16-bit PNG).
         png_compression: zlib level 0-9 (None: OpenCV's default).
     """
     path = os.fspath(path)
     if not path.lower().endswith('.png'):
         raise ValueError(f"imwrite_rgb writes PNG only, got path {path}")
     img = np.asarray(img)
-    if img.dtype != np.uint8 or not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 3)):
-        raise ValueError(f"expected HxWx3 or HxW uint8 image, got {img.shape} {img.dtype}")
+    if img.dtype not in (np.uint8, np.uint16) or not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 3)):
+        raise ValueError(f"expected HxWx3 or HxW uint8/uint16 image, got {img.shape} {img.dtype}")
     bgr = img if img.ndim == 2 else np.ascontiguousarray(img[:, :, ::-1])
     params = [] if png_compression is None else [cv2.IMWRITE_PNG_COMPRESSION, int(png_compression)]
     ok, encoded = cv2.imencode('.png', bgr, params)
