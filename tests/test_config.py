@@ -122,7 +122,7 @@ RECIPE_SCRIPTS = {
               'prfdn/branch_stage5', 'prfdn/branch_stage6', 'prfdn/branch_stage7', 'prfdn/final_finetune',
               'clb_imdn/imdn7_finetune', 'clb_imdn/clb_64', 'clb_imdn/clb_two_stage', 'rlfn_kp/final',
               'rlfn_kp/final2', 'ablation/srfdb_first_block_stage1', 'ablation/srfdb_first_block_stage2',
-              'ablation/srfdb_first_block_stage2_features',
+              'ablation/srfdb_first_block_stage2_features', 'ablation/srfdb_first_block_stage3',
               'ablation/stage7_final_finetune', 'ablation/stage7_final_finetune_stored'],
     'prune': ['prfdn/prune', 'clb_imdn/block_prune', 'rlfn_kp/kernel', 'rlfn_kp/bias', 'fmp/channel',
               'fmp/weight', 'fmp/total_fixed', 'fmp/total', 'ablation/stage7_prune_ft60',
