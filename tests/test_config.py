@@ -123,6 +123,7 @@ RECIPE_SCRIPTS = {
               'clb_imdn/imdn7_finetune', 'clb_imdn/clb_64', 'clb_imdn/clb_two_stage', 'rlfn_kp/final',
               'rlfn_kp/final2', 'ablation/srfdb_first_block_stage1', 'ablation/srfdb_first_block_stage2',
               'ablation/srfdb_first_block_stage2_features', 'ablation/srfdb_first_block_stage3',
+              'ablation/srfdb_first_block_stage4',
               'ablation/stage7_final_finetune', 'ablation/stage7_final_finetune_stored',
               'ablation/stage7_final_finetune_lr5e-4', 'ablation/stage7_prune_ramp_final_finetune'],
     'prune': ['prfdn/prune', 'clb_imdn/block_prune', 'rlfn_kp/kernel', 'rlfn_kp/bias', 'fmp/channel',

@@ -203,6 +203,25 @@ def test_csv_log_carries_every_term_and_keeps_an_existing_header(tmp_path):
     assert rows[2][old_header.index('patch')] == '64' and rows[3][-1] == '30.5'
 
 
+def test_csv_log_of_a_resumed_run_drops_the_rows_after_its_checkpoint(tmp_path):
+    path = tmp_path / 'log.csv'
+    log = CsvLog(str(path))
+    for step in (10, 20, 30, 40):
+        log.on_log(step, {'step': step, 'loss': step / 100})
+    log.on_validation(20, 30.5, 30.5)
+    log.on_validation(40, 30.7, 30.7)
+    resumed = CsvLog(str(path))
+    resumed.on_fit_start(SimpleNamespace(step=20))  # the checkpoint was at step 20
+    resumed.on_log(30, {'step': 30, 'loss': 0.25})
+    with open(path, newline='') as f:
+        rows = list(csv.DictReader(f))
+    assert [(r['step'], r['loss'], r['val_psnr_y']) for r in rows] == [
+        ('10', '0.1', ''), ('20', '0.2', ''), ('20', '', '30.5'), ('30', '0.25', '')]
+    before = path.read_bytes()
+    CsvLog(str(path)).on_fit_start(SimpleNamespace(step=0))  # a fresh start keeps the file
+    assert path.read_bytes() == before
+
+
 def test_tensorboard_callback_writes_the_logged_scalars(tmp_path):
     tb = TensorBoardLog(str(tmp_path / 'tb'))
     tb.on_fit_start(SimpleNamespace(step=0))

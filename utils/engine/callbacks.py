@@ -105,11 +105,31 @@ class ProgressBar(Callback):
 class CsvLog(Callback):
     """Appends every logged row and every validation to a CSV file (kept across resumes);
     columns LOG_FIELDS, empty where a row has no value. A file that exists keeps its own
-    header, so a run resumed with a newer LOG_FIELDS still writes rows that match it."""
+    header, so a run resumed with a newer LOG_FIELDS still writes rows that match it.
+
+    A resumed run first drops the rows logged after the step it resumes from: a killed run
+    logs past its last checkpoint, and the resumed run logs those steps again."""
 
     def __init__(self, path: str):
         self.path = path
         self.fields = None
+
+    def on_fit_start(self, trainer) -> None:
+        if trainer.step > 0 and os.path.isfile(self.path):
+            self.drop_rows_after(trainer.step)
+
+    def drop_rows_after(self, step: int) -> int:
+        """Remove the rows whose step is > `step` (atomically); returns how many."""
+        with open(self.path, newline='') as f:
+            rows = list(csv.reader(f))
+        if not rows:
+            return 0
+        header, body = rows[0], rows[1:]
+        kept = [row for row in body if not (row and row[0].isdigit() and int(row[0]) > step)]
+        if len(kept) < len(body):
+            with atomic_path(self.path) as tmp, open(tmp, 'w', newline='') as f:
+                csv.writer(f).writerows([header] + kept)
+        return len(body) - len(kept)
 
     def _append(self, row: dict) -> None:
         new = not os.path.isfile(self.path) or os.path.getsize(self.path) == 0
