@@ -79,7 +79,7 @@ def test_resume_after_sigkill_matches_uninterrupted(repo_root, tiny):
     assert 'resumed from' in resumed.stdout
     assert_same(weights(tmp / 'ref' / 'model_last.pth'), weights(tmp / 'cut' / 'model_last.pth'))
     # the log has each step once, as the uninterrupted run's has
-    logged = [[(r['step'], r['val_psnr_y'] != '') for r in csv.DictReader(open(d / 'log.csv', newline=''))]
+    logged = [[(r['step'], r['val_psnr_y'] != '') for r in csv.DictReader((d / 'log.csv').read_text().splitlines())]
               for d in (tmp / 'ref', tmp / 'cut')]
     assert logged[0] == logged[1]
     # the resumed model is a plain state_dict that the builder rebuilds

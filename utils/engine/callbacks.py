@@ -125,7 +125,8 @@ class CsvLog(Callback):
         if not rows:
             return 0
         header, body = rows[0], rows[1:]
-        kept = [row for row in body if not (row and row[0].isdigit() and int(row[0]) > step)]
+        col = header.index('step') if 'step' in header else 0
+        kept = [row for row in body if not (len(row) > col and row[col].isdigit() and int(row[col]) > step)]
         if len(kept) < len(body):
             with atomic_path(self.path) as tmp, open(tmp, 'w', newline='') as f:
                 csv.writer(f).writerows([header] + kept)
