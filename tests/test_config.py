@@ -125,13 +125,17 @@ RECIPE_SCRIPTS = {
               'ablation/srfdb_first_block_stage2_features', 'ablation/srfdb_first_block_stage3',
               'ablation/srfdb_first_block_stage4', 'ablation/srfdb_first_block_stage5',
               'ablation/srfdb_first_block_stage6', 'ablation/srfdb_first_block_stage7',
+              'ablation/srfdb_first_block_final_finetune',
               'ablation/stage7_final_finetune', 'ablation/stage7_final_finetune_stored',
               'ablation/stage7_final_finetune_lr5e-4', 'ablation/stage7_final_finetune_lr1e-3',
+              'ablation/stage7_final_finetune_lr2e-3',
               'ablation/stage7_prune_ramp_final_finetune'],
     'prune': ['prfdn/prune', 'clb_imdn/block_prune', 'rlfn_kp/kernel', 'rlfn_kp/bias', 'fmp/channel',
               'fmp/weight', 'fmp/total_fixed', 'fmp/total', 'ablation/stage7_prune_ft60',
+              'ablation/srfdb_first_block_prune_ft60',
               'ablation/stage7_prune_ramp'],
-    'reparam': ['prfdn/merge', 'prfdn/fold', 'clb_imdn/collapse', 'ablation/stage7_merge'],
+    'reparam': ['prfdn/merge', 'prfdn/fold', 'clb_imdn/collapse', 'ablation/stage7_merge',
+                'ablation/srfdb_first_block_merge'],
 }
 
 
