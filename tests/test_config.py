@@ -3,6 +3,7 @@ written beside a run reads back to the same options."""
 import argparse
 
 import pytest
+import torch
 
 from utils.io.config import ConfigError, parse_with_config, read_config, write_resolved_config
 
@@ -38,6 +39,21 @@ def test_resolved_recipe_repeats_the_run(tmp_path):
     expected = {k: v for k, v in vars(first).items() if k not in ('config', 'resume')}
     assert {k: v for k, v in vars(again).items() if k not in ('config', 'resume')} == expected
     assert again.resume is False
+
+
+def test_resolved_recipe_records_the_thread_count(tmp_path, monkeypatch):
+    # the same recipe at another thread count rounds differently, so the count is written down
+    args = parse_with_config(make_parser(), ['--input', 'a.pth'])
+    monkeypatch.setenv('OMP_NUM_THREADS', '3')
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        write_resolved_config(args, str(tmp_path / 'config.yaml'))
+    finally:
+        torch.set_num_threads(before)
+    header = (tmp_path / 'config.yaml').read_text().splitlines()[1]
+    assert header == f'# started with torch {torch.__version__}, 3 CPU threads (OMP_NUM_THREADS=3)'
+    assert read_config(str(tmp_path / 'config.yaml'))['input'] == 'a.pth'   # a comment, not an option
 
 
 @pytest.mark.parametrize('text, message', [

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 
+import torch
 import yaml
 
 from utils.io.atomic import atomic_write_text
@@ -119,13 +120,29 @@ def resolved_config(args: argparse.Namespace) -> dict:
     return out
 
 
+def numeric_environment() -> str:
+    """One line naming what a run's floating-point results depend on besides its options.
+
+    A CPU convolution sums in an order that depends on the thread count, so the same recipe
+    at 1 and 2 threads differs in the last bits of every step, and training compounds that
+    (docs/ABLATION.md measures it): the thread count is part of what repeats a run.
+    """
+    omp = os.environ.get('OMP_NUM_THREADS')
+    threads = torch.get_num_threads()
+    return (f'started with torch {torch.__version__}, {threads} CPU thread{"s" if threads != 1 else ""}'
+            f' (OMP_NUM_THREADS={omp if omp is not None else "unset"})')
+
+
 def write_resolved_config(args: argparse.Namespace, path: str, extra: dict | None = None) -> None:
     """Write the run's options to `path` (atomically) as a recipe `--config` reads back.
 
-    `extra` overrides entries (e.g. the step count an `--epochs` run resolved to).
+    `extra` overrides entries (e.g. the step count an `--epochs` run resolved to). A comment
+    line records the torch version and thread count the run started with (a resumed run
+    rewrites it), since repeating a run bit for bit needs those too.
     """
     options = resolved_config(args)
     options.update(extra or {})
     text = ('# the resolved options of this run; `--config` with this file repeats it\n'
+            f'# {numeric_environment()}\n'
             + yaml.safe_dump(options, sort_keys=True, default_flow_style=False))
     atomic_write_text(path, text)
