@@ -52,7 +52,8 @@ def test_resolved_recipe_records_the_thread_count(tmp_path, monkeypatch):
     finally:
         torch.set_num_threads(before)
     header = (tmp_path / 'config.yaml').read_text().splitlines()[1]
-    assert header == f'# started with torch {torch.__version__}, 3 CPU threads (OMP_NUM_THREADS=3)'
+    assert header == (f'# torch {torch.__version__}, 3 CPU threads (OMP_NUM_THREADS=3) '
+                      'in the process that wrote this file')
     assert read_config(str(tmp_path / 'config.yaml'))['input'] == 'a.pth'   # a comment, not an option
 
 

@@ -129,16 +129,17 @@ def numeric_environment() -> str:
     """
     omp = os.environ.get('OMP_NUM_THREADS')
     threads = torch.get_num_threads()
-    return (f'started with torch {torch.__version__}, {threads} CPU thread{"s" if threads != 1 else ""}'
-            f' (OMP_NUM_THREADS={omp if omp is not None else "unset"})')
+    return (f'torch {torch.__version__}, {threads} CPU thread{"s" if threads != 1 else ""}'
+            f' (OMP_NUM_THREADS={omp if omp is not None else "unset"}) in the process that wrote this file')
 
 
 def write_resolved_config(args: argparse.Namespace, path: str, extra: dict | None = None) -> None:
     """Write the run's options to `path` (atomically) as a recipe `--config` reads back.
 
     `extra` overrides entries (e.g. the step count an `--epochs` run resolved to). A comment
-    line records the torch version and thread count the run started with (a resumed run
-    rewrites it), since repeating a run bit for bit needs those too.
+    line records the torch version and thread count of the writing process (train.py writes
+    the file when a run starts or resumes, prune.py when it ends), since repeating a run bit
+    for bit needs those too.
     """
     options = resolved_config(args)
     options.update(extra or {})
