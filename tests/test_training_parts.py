@@ -217,9 +217,20 @@ def test_csv_log_of_a_resumed_run_drops_the_rows_after_its_checkpoint(tmp_path):
         rows = list(csv.DictReader(f))
     assert [(r['step'], r['loss'], r['val_psnr_y']) for r in rows] == [
         ('10', '0.1', ''), ('20', '0.2', ''), ('20', '', '30.5'), ('30', '0.25', '')]
-    before = path.read_bytes()
-    CsvLog(str(path)).on_fit_start(SimpleNamespace(step=0))  # a fresh start keeps the file
-    assert path.read_bytes() == before
+
+
+def test_csv_log_of_a_run_killed_before_its_first_checkpoint_is_started_anew(tmp_path, capsys):
+    path = tmp_path / 'log.csv'
+    killed = CsvLog(str(path))
+    for step in (10, 20, 30):
+        killed.on_log(step, {'step': step, 'loss': step / 100})
+    restarted = CsvLog(str(path))
+    restarted.on_fit_start(SimpleNamespace(step=0))  # no checkpoint: the run starts at step 0
+    assert 'dropped 3 row(s)' in capsys.readouterr().out
+    restarted.on_log(10, {'step': 10, 'loss': 0.5})
+    with open(path, newline='') as f:
+        rows = list(csv.DictReader(f))
+    assert [(r['step'], r['loss']) for r in rows] == [('10', '0.5')] and list(rows[0]) == LOG_FIELDS
 
 
 def test_tensorboard_callback_writes_the_logged_scalars(tmp_path):

@@ -107,16 +107,30 @@ class CsvLog(Callback):
     columns LOG_FIELDS, empty where a row has no value. A file that exists keeps its own
     header, so a run resumed with a newer LOG_FIELDS still writes rows that match it.
 
-    A resumed run first drops the rows logged after the step it resumes from: a killed run
-    logs past its last checkpoint, and the resumed run logs those steps again."""
+    A run first drops the rows logged after the step it starts from: a killed run logs past
+    its last checkpoint, and the resumed run logs those steps again. A run that starts at
+    step 0 over an existing file (one killed before its first checkpoint; train.py refuses to
+    start over a checkpoint) starts a new file."""
 
     def __init__(self, path: str):
         self.path = path
         self.fields = None
 
     def on_fit_start(self, trainer) -> None:
-        if trainer.step > 0 and os.path.isfile(self.path):
-            self.drop_rows_after(trainer.step)
+        if not os.path.isfile(self.path):
+            return
+        if trainer.step == 0:
+            dropped = max(0, self.count_rows() - 1)
+            os.remove(self.path)
+        else:
+            dropped = self.drop_rows_after(trainer.step)
+        if dropped:
+            print(f'{self.path}: dropped {dropped} row(s) an interrupted run logged after step {trainer.step}')
+
+    def count_rows(self) -> int:
+        """Rows in the file, header included."""
+        with open(self.path, newline='') as f:
+            return sum(1 for _ in csv.reader(f))
 
     def drop_rows_after(self, step: int) -> int:
         """Remove the rows whose step is > `step` (atomically); returns how many."""
