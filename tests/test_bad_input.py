@@ -471,3 +471,23 @@ def test_exit_code_reparam(repo_root, tmp_path):
     ckpt = tiny_checkpoint(tmp_path / 'in.pth')
     r = run_script(repo_root, 'reparam.py', '--input', str(ckpt), '--output', str(ckpt))
     assert_one_line_exit_2(r, '--output')
+
+
+def test_script_output_reaches_a_redirected_log_line_by_line(tmp_path):
+    """A script's progress lines are in its log while it runs, not when it ends: the child
+    prints one line, then blocks until the test has read it (a block-buffered child never
+    sends it, and the read times out)."""
+    import selectors
+    child = ('import sys; from utils.io.errors import run_cli\n'
+             'run_cli(lambda: print("step 100: validation") or sys.stdin.readline() and 0)\n')
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONUNBUFFERED'}  # buffered, as by default
+    proc = subprocess.Popen([sys.executable, '-c', child], cwd=os.path.dirname(os.path.dirname(__file__)),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        assert sel.select(timeout=30), 'no output while the script runs'
+        assert proc.stdout.readline() == 'step 100: validation\n'
+    finally:
+        proc.communicate('done\n', timeout=60)
+    assert proc.returncode == 0
