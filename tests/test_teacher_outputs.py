@@ -13,7 +13,17 @@ from synthetic_images import write_smooth_images
 
 from models import RFDN
 from utils.data import PatchBatches, TrainingSet, augment, draw_patch, find_training_pairs
-from utils.data.teacher_store import MANIFEST, OFFSET, SPAN, decode, encode, read_manifest, read_output, store_paths
+from utils.data.teacher_store import (
+    MANIFEST,
+    OFFSET,
+    SPAN,
+    decode,
+    encode,
+    output_name,
+    read_manifest,
+    read_output,
+    store_paths,
+)
 from utils.engine import precompute
 from utils.engine.training import TrainConfig, Trainer
 from utils.io.checkpoint import save_state_dict
@@ -72,6 +82,23 @@ def test_store_holds_the_whole_image_outputs_and_a_rerun_writes_nothing(store, c
     capsys.readouterr()
     assert precompute.main(argv) == 0
     assert '0 written, 2 already there' in capsys.readouterr().out
+
+
+def test_the_store_serves_the_same_images_spelled_another_way(store, tmp_path, monkeypatch):
+    """Written from an absolute data path, read through a relative one and through a symlink
+    (ESR_SHARED=/abs/shared against ../shared): the same files, the same stored outputs."""
+    tmp, data, *_ = store
+    absolute = store_paths(str(tmp / 'store'), [p for p, _ in find_training_pairs([str(data)], 4)])
+    link = tmp_path / 'linked_hr'
+    link.symlink_to(data, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    for spelled in (os.path.relpath(data, tmp_path), 'linked_hr'):
+        names = [p for p, _ in find_training_pairs([spelled], 4)]
+        assert not os.path.isabs(names[0])
+        assert store_paths(str(tmp / 'store'), names) == absolute
+    (tmp_path / 'train.lmdb').mkdir()  # an LMDB entry is 'folder:key'; its folder is resolved
+    assert output_name('train.lmdb:0001') == output_name(f'{tmp_path / "train.lmdb"}:0001')
+    assert output_name('train.lmdb:0001') != output_name('train.lmdb:0002')
 
 
 def test_batches_carry_the_teacher_patch_aligned_and_augmented(store):

@@ -2,9 +2,10 @@
 reads the teacher's patch with the HR patch instead of running the teacher every step.
 
 A store is a folder of 16-bit PNGs, one per training image, named by `output_name` (the HR
-file's stem and a hash of its full reference, so equal stems from different folders or LMDBs
-do not collide), plus `manifest.json` (the teacher checkpoint's SHA-256, the scale, the number
-of images, how many values were clipped).
+file's stem and a hash of its real absolute path, so equal stems from different folders or
+LMDBs do not collide, and the same file spelled another way finds its output), plus
+`manifest.json` (the teacher checkpoint's SHA-256, the scale, the number of images, how many
+values were clipped).
 
 Values: the teacher output x in 0–1 units (the model's output divided by its input range,
 not clamped: a teacher overshoots 0 and 1 near edges) is stored as
@@ -46,11 +47,24 @@ def decode(u16: np.ndarray) -> np.ndarray:
     return (u16.astype(np.float32) * np.float32(SPAN / _LEVELS) - np.float32(OFFSET))
 
 
+def canonical_reference(hr_name: str) -> str:
+    """`hr_name` (a path, or 'lmdb_folder:key') with its file or LMDB folder resolved to the
+    real absolute path, so one image has one name however its path is spelled (relative or
+    absolute, through a symlink): a store written with ESR_SHARED=/abs/shared serves a
+    training run given ../shared. A name that is neither is returned as it is."""
+    if os.path.exists(hr_name):
+        return os.path.realpath(hr_name)
+    folder, sep, key = hr_name.partition(':')
+    if sep and os.path.isdir(folder):
+        return f'{os.path.realpath(folder)}:{key}'
+    return hr_name
+
+
 def output_name(hr_name: str) -> str:
     """File name of the stored output of the training image named `hr_name` (a path, or
-    'lmdb_folder:key' for an LMDB entry)."""
+    'lmdb_folder:key' for an LMDB entry): its stem and a hash of its canonical reference."""
     stem = os.path.splitext(os.path.basename(hr_name.replace(':', '/')))[0]
-    digest = hashlib.sha1(hr_name.encode('utf-8')).hexdigest()[:10]
+    digest = hashlib.sha1(canonical_reference(hr_name).encode('utf-8')).hexdigest()[:10]
     return f'{stem}_{digest}.png'
 
 
