@@ -8,6 +8,7 @@ location is a path under a regular FILE: permission bits do not bind root, that 
 import fcntl
 import json
 import os
+import selectors
 import subprocess
 import sys
 
@@ -477,7 +478,6 @@ def test_script_output_reaches_a_redirected_log_line_by_line(tmp_path):
     """A script's progress lines are in its log while it runs, not when it ends: the child
     prints one line, then blocks until the test has read it (a block-buffered child never
     sends it, and the read times out)."""
-    import selectors
     child = ('import sys; from utils.io.errors import run_cli\n'
              'run_cli(lambda: print("step 100: validation") or sys.stdin.readline() and 0)\n')
     env = {k: v for k, v in os.environ.items() if k != 'PYTHONUNBUFFERED'}  # buffered, as by default

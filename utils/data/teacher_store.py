@@ -114,5 +114,6 @@ def store_paths(folder: str, hr_names: list) -> list:
     missing = [name for name, path in zip(hr_names, paths) if not os.path.isfile(path)]
     if missing:
         raise UserError(f'{folder} has no teacher output for {len(missing)} of {len(hr_names)} training '
-                        f'images (first: {missing[0]})')
+                        f'images (first: {missing[0]}); python -m utils.engine.precompute writes the '
+                        f'missing ones')
     return paths
