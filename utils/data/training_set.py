@@ -171,6 +171,11 @@ class TrainingSet:
                 self._cached_bytes -= old.nbytes
         return img
 
+    def whole_hr(self, i: int) -> np.ndarray:
+        """The whole HR image i (HxWx3 uint8, 0–255), modcropped to the scale."""
+        lr_h, lr_w = (int(v) for v in self.lr_shapes[i])
+        return self._cached(('hr', i), self.hr_refs[i], (lr_h * self.scale, lr_w * self.scale))
+
     def whole_lr(self, i: int) -> np.ndarray:
         """The whole LR image i (HxWx3 uint8, 0–255): the LR file, or the MATLAB bicubic of
         the modcropped HR, the image every LR patch of `crop` is cut from."""

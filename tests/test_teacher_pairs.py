@@ -1,0 +1,82 @@
+"""Teacher-labelled pairs (python -m utils.engine.teacher_pairs): the LR input is the MATLAB
+bicubic of the downscaled training image, the HR target the teacher's output of exactly that
+input, in a layout train.py reads as training pairs; reruns resume, bad input is one line."""
+import numpy as np
+import pytest
+import torch
+from synthetic_images import write_smooth_images
+
+from models import RFDN
+from utils.data import TrainingSet, find_training_pairs
+from utils.engine import teacher_pairs
+from utils.engine.inference import super_resolve
+from utils.io.checkpoint import save_state_dict
+from utils.io.errors import UserError
+from utils.io.image_io import imread_rgb
+from utils.io.matlab_functions import imresize, modcrop
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+
+
+@pytest.fixture(scope='module')
+def pairs(tmp_path_factory):
+    """A tiny RFDN teacher, two HR images (one too small for factor 3) and their pairs."""
+    tmp = tmp_path_factory.mktemp('pairs')
+    data = write_smooth_images(tmp / 'hr', [(97, 130), (64, 70)])
+    torch.manual_seed(0)
+    teacher = RFDN(nf=8, num_modules=2).eval()
+    ckpt = str(tmp / 'teacher.pth')
+    save_state_dict(teacher.state_dict(), ckpt)
+    argv = ['--teacher', ckpt, '--out_dir', str(tmp / 'pairs'), '--data_dir', str(data),
+            '--downscale', '2', '3', '--no_progress']
+    assert teacher_pairs.main(argv) == 0
+    return tmp, data, teacher, argv
+
+
+def test_pairs_are_the_teachers_output_of_the_downscaled_image(pairs):
+    tmp, data, teacher, _ = pairs
+    for name, d in (('img0', 2), ('img0', 3), ('img1', 2)):
+        hr = modcrop(imread_rgb(str(data / f'{name}.png')), 4)  # the index modcrops to the scale
+        lr = imread_rgb(str(tmp / 'pairs' / 'X4' / f'{name}_d{d}.png'))
+        assert np.array_equal(lr, imresize(modcrop(hr, d), 1 / d))
+        target = imread_rgb(str(tmp / 'pairs' / 'HR' / f'{name}_d{d}.png'))
+        assert np.array_equal(target, super_resolve(teacher, lr))
+    # img1 at 1/3 would be 21x23 LR from a 64x68 image: still made; only < 8 LR pixels is left out
+    assert (tmp / 'pairs' / 'HR' / 'img1_d3.png').is_file()
+
+
+def test_train_py_reads_them_as_training_pairs(pairs):
+    tmp = pairs[0]
+    found = find_training_pairs([str(tmp / 'pairs')], 4)
+    assert len(found) == 4 and all(lr is not None for _, lr in found)
+    train_set = TrainingSet(found, 4, 1, progress=False)
+    lr, hr = train_set.crop(0, 2, 3, 8)
+    assert lr.shape == (8, 8, 3) and hr.shape == (32, 32, 3)
+
+
+def test_a_rerun_writes_nothing_and_fills_in_what_is_missing(pairs, capsys):
+    tmp, _, _, argv = pairs
+    (tmp / 'pairs' / 'HR' / 'img0_d3.png').unlink()  # as if interrupted between LR and HR
+    assert teacher_pairs.main(argv) == 0
+    assert '4 teacher-labelled pairs' in capsys.readouterr().out
+    assert teacher_pairs.main(argv) == 0
+    assert '(0 written, 4 already there' in capsys.readouterr().out
+
+
+def test_images_too_small_to_downscale_are_counted_not_written(pairs, tmp_path, capsys):
+    _, data, _, argv = pairs
+    argv = [a if a != str(pairs[0] / 'pairs') else str(tmp_path / 'p') for a in argv]
+    argv[argv.index('3')] = '9'  # 64 / 9 = 7 LR pixels: too small
+    assert teacher_pairs.main(argv) == 0
+    out = capsys.readouterr().out
+    assert '1 left out as under 8 LR pixels' in out and not (tmp_path / 'p' / 'HR' / 'img1_d9.png').exists()
+
+
+def test_bad_input_is_one_line(pairs, tmp_path):
+    tmp, data, _, argv = pairs
+    with pytest.raises(UserError, match='--downscale factor'):
+        teacher_pairs.main(argv[:-4] + ['--downscale', '0', '--no_progress'])
+    dup = write_smooth_images(tmp_path / 'other', [(64, 64)])  # img0.png again
+    with pytest.raises(UserError, match='would both write the pair img0_d2'):
+        teacher_pairs.main(['--teacher', argv[1], '--out_dir', str(tmp_path / 'o'),
+                            '--data_dir', str(data), str(dup), '--downscale', '2', '--no_progress'])

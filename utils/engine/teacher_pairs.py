@@ -1,0 +1,124 @@
+"""Teacher-labelled training pairs: each training image, downscaled, as an LR input, and the
+teacher's SR of it as the HR target. A distillation student learns to match its teacher on
+these as on the original pairs, so a small set of photographs gives several times the LR
+content at scales the original pairs do not have.
+
+    python -m utils.engine.teacher_pairs --teacher ../shared/pretrained/rfdn_baseline.pth \\
+        --out_dir data/teacher_pairs_x4 --downscale 2 3 [--data_dir ...] [--tile 256]
+
+For every HR training image (those `train.py` indexes from the same --data_dir, default every
+folder of $ESR_SHARED/train) and every factor d of --downscale, the LR input is the MATLAB
+bicubic of the image (modcropped to d) at 1/d, written to OUT/X{s}/{name}_d{d}.png, and its
+HR target is the teacher's ×s output, rounded to 8 bits, OUT/HR/{name}_d{d}.png. Bicubic
+downscaling keeps the inputs in the test domain (bicubic LR); the full-size photographs
+themselves would be sharper inputs than any test image. `train.py --data_dir OUT` reads the
+pairs (the HR/ + X{s}/ layout), alone or beside the original folders.
+
+Each file is written atomically; a rerun skips the pairs already there, so an interrupted run
+resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import torch
+from tqdm import tqdm
+
+from models import load_recognised_model
+from utils.data import TrainingSet, default_training_dirs, find_training_pairs
+from utils.engine.inference import super_resolve_tensor
+from utils.io.config import shared_dir
+from utils.io.errors import UserError, run_cli
+from utils.io.image_io import imwrite_rgb, tensor_to_uint8, uint8_to_tensor
+from utils.io.matlab_functions import imresize, modcrop
+
+
+def pair_stem(name: str, factor: int) -> str:
+    """File stem of the pair made from training image `name` (a path or LMDB key) at 1/factor."""
+    return f'{os.path.splitext(os.path.basename(name.split(":")[-1]))[0]}_d{factor}'
+
+
+@torch.no_grad()
+def write_teacher_pairs(teacher: torch.nn.Module, train_set: TrainingSet, out_dir: str,
+                        factors: list, device='cpu', tile: int | None = None,
+                        progress: bool = True) -> dict:
+    """Write OUT/X{s}/{stem}.png (LR, uint8) and OUT/HR/{stem}.png (teacher output, uint8) for
+    every image of `train_set` and factor; pairs already there are kept. Returns counts
+    (pairs, written, skipped, too_small: downscaled images under 8 LR pixels on a side, seconds)."""
+    scale = train_set.scale
+    stems = [pair_stem(n, d) for n in train_set.names for d in factors]
+    if len(set(stems)) != len(stems):
+        seen = set()
+        dup = next(s for s in stems if s in seen or seen.add(s))
+        raise UserError(f'two training images would both write the pair {dup}: rename one')
+    hr_dir, lr_dir = os.path.join(out_dir, 'HR'), os.path.join(out_dir, f'X{scale}')
+    value_range = float(getattr(teacher, 'input_range', 255.0))
+    teacher = teacher.to(device).eval()
+    start = time.perf_counter()
+    written = skipped = too_small = 0
+    for i, name in enumerate(tqdm(train_set.names, desc='teacher pairs', unit='img', disable=not progress)):
+        hr = None
+        for d in factors:
+            stem = pair_stem(name, d)
+            hr_path, lr_path = os.path.join(hr_dir, f'{stem}.png'), os.path.join(lr_dir, f'{stem}.png')
+            if os.path.isfile(hr_path) and os.path.isfile(lr_path):
+                skipped += 1
+                continue
+            hr = train_set.whole_hr(i) if hr is None else hr
+            source = modcrop(hr, d)
+            if min(source.shape[:2]) // d < 8:
+                too_small += 1
+                continue
+            lr = imresize(source, 1 / d)
+            sr = super_resolve_tensor(teacher, uint8_to_tensor(lr, value_range).to(device), scale, tile)
+            # LR first: a pair counts as written only when its HR exists, which is written last
+            imwrite_rgb(lr_path, lr)
+            imwrite_rgb(hr_path, tensor_to_uint8(sr.float().cpu(), value_range))
+            written += 1
+    return {'pairs': len(stems), 'written': written, 'skipped': skipped, 'too_small': too_small,
+            'seconds': round(time.perf_counter() - start, 1)}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--teacher', required=True, help='teacher checkpoint (recognised architecture)')
+    p.add_argument('--out_dir', required=True, help='where HR/ and X{scale}/ are written')
+    p.add_argument('--downscale', type=int, nargs='+', default=[2, 3], metavar='D',
+                   help='integer factors the training images are downscaled by to make LR inputs')
+    p.add_argument('--data_dir', nargs='+', default=None,
+                   help='training data as train.py takes it (default: ESR_SHARED/train/*)')
+    p.add_argument('--lr_dir', nargs='+', default=[])
+    p.add_argument('--scale', type=int, default=4)
+    p.add_argument('--tile', type=int, default=None,
+                   help='run the teacher on LR tiles of this size (bounded memory)')
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--no_progress', action='store_true')
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.scale < 1 or (args.tile is not None and args.tile < 1) or min(args.downscale) < 1:
+        raise UserError('--scale, --tile and every --downscale factor must be at least 1')
+    data_dirs = args.data_dir or default_training_dirs()
+    if not data_dirs:
+        raise UserError(f'no training folders under {os.path.join(shared_dir(), "train")}: give --data_dir')
+    teacher = load_recognised_model(args.teacher, what='--teacher')
+    if teacher.scale != args.scale:
+        raise UserError(f'--teacher {args.teacher} is ×{teacher.scale}, --scale is {args.scale}')
+    train_set = TrainingSet(find_training_pairs(data_dirs, args.scale, args.lr_dir), args.scale, 1,
+                            cache_mb=0, progress=not args.no_progress)
+    counts = write_teacher_pairs(teacher, train_set, args.out_dir, sorted(set(args.downscale)),
+                                 args.device, args.tile, not args.no_progress)
+    print(f'{counts["pairs"]} teacher-labelled pairs in {args.out_dir} ({counts["written"]} written, '
+          f'{counts["skipped"]} already there, {counts["too_small"]} left out as under 8 LR pixels) '
+          f'in {counts["seconds"]} s', file=sys.stdout)
+    return 0
+
+
+if __name__ == '__main__':
+    run_cli(main, 'interrupted: rerun the same command to resume')
