@@ -1,6 +1,8 @@
 """Teacher-labelled pairs (python -m utils.engine.teacher_pairs): the LR input is the MATLAB
 bicubic of the downscaled training image, the HR target the teacher's output of exactly that
 input, in a layout train.py reads as training pairs; reruns resume, bad input is one line."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -9,10 +11,10 @@ from synthetic_images import write_smooth_images
 from models import RFDN
 from utils.data import TrainingSet, find_training_pairs
 from utils.engine import teacher_pairs
-from utils.engine.inference import super_resolve
+from utils.engine.inference import super_resolve, super_resolve_tensor
 from utils.io.checkpoint import save_state_dict
 from utils.io.errors import UserError
-from utils.io.image_io import imread_rgb
+from utils.io.image_io import imread_rgb, uint8_to_tensor
 from utils.io.matlab_functions import imresize, modcrop
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -80,3 +82,37 @@ def test_bad_input_is_one_line(pairs, tmp_path):
     with pytest.raises(UserError, match='would both write the pair img0_d2'):
         teacher_pairs.main(['--teacher', argv[1], '--out_dir', str(tmp_path / 'o'),
                             '--data_dir', str(data), str(dup), '--downscale', '2', '--no_progress'])
+
+
+def test_store_gets_the_pairs_outputs_beside_the_original_images(pairs, tmp_path, capsys):
+    from utils.data.teacher_store import decode, read_manifest, read_output
+    from utils.engine import precompute
+    tmp, data, teacher, argv = pairs
+    store = tmp_path / 'store'
+    ckpt = argv[1]
+    assert precompute.main(['--teacher', ckpt, '--out_dir', str(store), '--data_dir', str(data),
+                            '--no_progress']) == 0
+    out = tmp_path / 'pairs'
+    assert teacher_pairs.main(['--teacher', ckpt, '--out_dir', str(out), '--data_dir', str(data),
+                               '--downscale', '2', '--store', str(store), '--no_progress']) == 0
+    assert read_manifest(str(store), 4, ckpt)['images'] == 4  # 2 images + 2 pairs
+    both = TrainingSet(find_training_pairs([str(data), str(out)], 4), 4, 1, progress=False)
+    both.attach_teacher_outputs(str(store))  # every image and pair has its output
+    lr = imread_rgb(str(out / 'X4' / 'img0_d2.png'))
+    with torch.no_grad():  # the teacher as test_demo.py runs it (small inputs padded)
+        expected = super_resolve_tensor(teacher, uint8_to_tensor(lr), 4)[0].permute(1, 2, 0).numpy() / 255
+    stored = decode(read_output(both.teacher_refs[both.names.index(str(out / 'HR' / 'img0_d2.png'))]))
+    # an untrained teacher overshoots the store's range [-0.25, 1.25]: compare within it
+    assert np.abs(stored - np.clip(expected, -0.25, 1.25)).max() < 2e-5
+    # a deleted store entry is written again (the teacher re-run), the pair files kept
+    os.remove(both.teacher_refs[-1])
+    capsys.readouterr()
+    assert teacher_pairs.main(['--teacher', ckpt, '--out_dir', str(out), '--data_dir', str(data),
+                               '--downscale', '2', '--store', str(store), '--no_progress']) == 0
+    assert '(1 written, 1 already there' in capsys.readouterr().out
+    torch.manual_seed(1)
+    other = str(tmp_path / 'other.pth')
+    save_state_dict(RFDN(nf=8, num_modules=2).state_dict(), other)
+    with pytest.raises(UserError, match='written by another checkpoint'):
+        teacher_pairs.main(['--teacher', other, '--out_dir', str(out), '--data_dir', str(data),
+                            '--downscale', '2', '--store', str(store), '--no_progress'])

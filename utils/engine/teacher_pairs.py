@@ -14,8 +14,13 @@ downscaling keeps the inputs in the test domain (bicubic LR); the full-size phot
 themselves would be sharper inputs than any test image. `train.py --data_dir OUT` reads the
 pairs (the HR/ + X{s}/ layout), alone or beside the original folders.
 
-Each file is written atomically; a rerun skips the pairs already there, so an interrupted run
-resumes.
+With --store DIR the teacher's output of each pair also goes, 16-bit, into the teacher-output
+store DIR (utils/data/teacher_store.py), so `train.py --teacher_outputs DIR` reads the pairs'
+targets without running the teacher again; the store may already hold the original images'
+outputs (`python -m utils.engine.precompute`) from the same teacher.
+
+Each file is written atomically; a rerun skips the pairs (and store entries) already there, so
+an interrupted run resumes.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from tqdm import tqdm
 
 from models import load_recognised_model
 from utils.data import TrainingSet, default_training_dirs, find_training_pairs
+from utils.data.teacher_store import MANIFEST, encode, output_name, read_manifest, write_manifest
 from utils.engine.inference import super_resolve_tensor
 from utils.io.config import shared_dir
 from utils.io.errors import UserError, run_cli
@@ -44,10 +50,12 @@ def pair_stem(name: str, factor: int) -> str:
 @torch.no_grad()
 def write_teacher_pairs(teacher: torch.nn.Module, train_set: TrainingSet, out_dir: str,
                         factors: list, device='cpu', tile: int | None = None,
-                        progress: bool = True) -> dict:
+                        progress: bool = True, store: str | None = None) -> dict:
     """Write OUT/X{s}/{stem}.png (LR, uint8) and OUT/HR/{stem}.png (teacher output, uint8) for
-    every image of `train_set` and factor; pairs already there are kept. Returns counts
-    (pairs, written, skipped, too_small: downscaled images under 8 LR pixels on a side, seconds)."""
+    every image of `train_set` and factor, and with `store` the output 16-bit into that
+    teacher-output store under the HR file's name; what is already there is kept. Returns
+    counts (pairs, written, skipped, too_small: downscaled images under 8 LR pixels on a side,
+    clipped: store values clipped, seconds)."""
     scale = train_set.scale
     stems = [pair_stem(n, d) for n in train_set.names for d in factors]
     if len(set(stems)) != len(stems):
@@ -58,13 +66,15 @@ def write_teacher_pairs(teacher: torch.nn.Module, train_set: TrainingSet, out_di
     value_range = float(getattr(teacher, 'input_range', 255.0))
     teacher = teacher.to(device).eval()
     start = time.perf_counter()
-    written = skipped = too_small = 0
+    written = skipped = too_small = clipped = 0
     for i, name in enumerate(tqdm(train_set.names, desc='teacher pairs', unit='img', disable=not progress)):
         hr = None
         for d in factors:
             stem = pair_stem(name, d)
             hr_path, lr_path = os.path.join(hr_dir, f'{stem}.png'), os.path.join(lr_dir, f'{stem}.png')
-            if os.path.isfile(hr_path) and os.path.isfile(lr_path):
+            stored = store is None or (os.path.isfile(hr_path) and
+                                       os.path.isfile(os.path.join(store, output_name(hr_path))))
+            if os.path.isfile(hr_path) and os.path.isfile(lr_path) and stored:
                 skipped += 1
                 continue
             hr = train_set.whole_hr(i) if hr is None else hr
@@ -77,9 +87,23 @@ def write_teacher_pairs(teacher: torch.nn.Module, train_set: TrainingSet, out_di
             # LR first: a pair counts as written only when its HR exists, which is written last
             imwrite_rgb(lr_path, lr)
             imwrite_rgb(hr_path, tensor_to_uint8(sr.float().cpu(), value_range))
+            if store is not None:  # named after the HR file, which exists now (a real path)
+                u16, n_clipped = encode((sr[0].float() / value_range).permute(1, 2, 0).cpu().numpy())
+                imwrite_rgb(os.path.join(store, output_name(hr_path)), u16)
+                clipped += n_clipped
             written += 1
     return {'pairs': len(stems), 'written': written, 'skipped': skipped, 'too_small': too_small,
-            'seconds': round(time.perf_counter() - start, 1)}
+            'clipped': clipped, 'seconds': round(time.perf_counter() - start, 1)}
+
+
+def _store_manifest_after(store: str, teacher_path: str, scale: int, clipped: int) -> None:
+    """The store's manifest, counting every output now in it (the original images' and the
+    pairs'), with the clipped values of both."""
+    before = read_manifest(store, scale, teacher_path).get('clipped_values', 0) \
+        if os.path.isfile(os.path.join(store, MANIFEST)) else 0
+    os.makedirs(store, exist_ok=True)
+    count = sum(1 for f in os.listdir(store) if f.endswith('.png') and not f.startswith('.'))
+    write_manifest(store, teacher_path, scale, count, before + clipped)
 
 
 def parse_args(argv=None):
@@ -96,6 +120,8 @@ def parse_args(argv=None):
     p.add_argument('--tile', type=int, default=None,
                    help='run the teacher on LR tiles of this size (bounded memory)')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--store', default=None, metavar='DIR',
+                   help='also write the outputs into this teacher-output store (train.py --teacher_outputs)')
     p.add_argument('--no_progress', action='store_true')
     return p.parse_args(argv)
 
@@ -110,10 +136,14 @@ def main(argv=None) -> int:
     teacher = load_recognised_model(args.teacher, what='--teacher')
     if teacher.scale != args.scale:
         raise UserError(f'--teacher {args.teacher} is ×{teacher.scale}, --scale is {args.scale}')
+    if args.store is not None and os.path.isfile(os.path.join(args.store, MANIFEST)):
+        read_manifest(args.store, args.scale, args.teacher)  # another teacher's store: stop now
     train_set = TrainingSet(find_training_pairs(data_dirs, args.scale, args.lr_dir), args.scale, 1,
                             cache_mb=0, progress=not args.no_progress)
     counts = write_teacher_pairs(teacher, train_set, args.out_dir, sorted(set(args.downscale)),
-                                 args.device, args.tile, not args.no_progress)
+                                 args.device, args.tile, not args.no_progress, args.store)
+    if args.store is not None:
+        _store_manifest_after(args.store, args.teacher, args.scale, counts['clipped'])
     print(f'{counts["pairs"]} teacher-labelled pairs in {args.out_dir} ({counts["written"]} written, '
           f'{counts["skipped"]} already there, {counts["too_small"]} left out as under 8 LR pixels) '
           f'in {counts["seconds"]} s', file=sys.stdout)
