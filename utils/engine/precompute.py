@@ -80,6 +80,21 @@ def compare_with_live(teacher: torch.nn.Module, train_set: TrainingSet, batches:
             'patches': batches * batch_size, 'patch': patch, 'margin': margin}
 
 
+def teacher_and_images(teacher_path: str, data_dirs: list | None, lr_dirs: list, scale: int,
+                       progress: bool = True) -> tuple:
+    """(the teacher model, the TrainingSet train.py would index from `data_dirs`, default every
+    folder of $ESR_SHARED/train), uncached: each image is read once. UserError (one line) for
+    no data or a teacher of another scale."""
+    data_dirs = data_dirs or default_training_dirs()
+    if not data_dirs:
+        raise UserError(f'no training folders under {os.path.join(shared_dir(), "train")}: give --data_dir')
+    teacher = load_recognised_model(teacher_path, what='--teacher')
+    if teacher.scale != scale:
+        raise UserError(f'--teacher {teacher_path} is ×{teacher.scale}, --scale is {scale}')
+    return teacher, TrainingSet(find_training_pairs(data_dirs, scale, lr_dirs), scale, 1, cache_mb=0,
+                                progress=progress)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -104,14 +119,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.scale < 1 or (args.tile is not None and args.tile < 1) or args.compare < 0:
         raise UserError('--scale and --tile must be at least 1, --compare at least 0')
-    data_dirs = args.data_dir or default_training_dirs()
-    if not data_dirs:
-        raise UserError(f'no training folders under {os.path.join(shared_dir(), "train")}: give --data_dir')
-    teacher = load_recognised_model(args.teacher, what='--teacher')
-    if teacher.scale != args.scale:
-        raise UserError(f'--teacher {args.teacher} is ×{teacher.scale}, --scale is {args.scale}')
-    train_set = TrainingSet(find_training_pairs(data_dirs, args.scale, args.lr_dir), args.scale, 1,
-                            cache_mb=0, progress=not args.no_progress)
+    teacher, train_set = teacher_and_images(args.teacher, args.data_dir, args.lr_dir, args.scale,
+                                            not args.no_progress)
     counts = write_teacher_outputs(teacher, train_set, args.out_dir, args.teacher, args.device, args.tile,
                                    not args.no_progress)
     print(f'{counts["images"]} teacher outputs in {args.out_dir} ({counts["written"]} written, '

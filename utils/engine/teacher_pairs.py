@@ -32,11 +32,10 @@ import time
 import torch
 from tqdm import tqdm
 
-from models import load_recognised_model
-from utils.data import TrainingSet, default_training_dirs, find_training_pairs
+from utils.data import TrainingSet
 from utils.data.teacher_store import MANIFEST, encode, output_name, read_manifest, write_manifest
 from utils.engine.inference import super_resolve_tensor
-from utils.io.config import shared_dir
+from utils.engine.precompute import teacher_and_images
 from utils.io.errors import UserError, run_cli
 from utils.io.image_io import imwrite_rgb, tensor_to_uint8, uint8_to_tensor
 from utils.io.matlab_functions import imresize, modcrop
@@ -130,16 +129,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.scale < 1 or (args.tile is not None and args.tile < 1) or min(args.downscale) < 1:
         raise UserError('--scale, --tile and every --downscale factor must be at least 1')
-    data_dirs = args.data_dir or default_training_dirs()
-    if not data_dirs:
-        raise UserError(f'no training folders under {os.path.join(shared_dir(), "train")}: give --data_dir')
-    teacher = load_recognised_model(args.teacher, what='--teacher')
-    if teacher.scale != args.scale:
-        raise UserError(f'--teacher {args.teacher} is ×{teacher.scale}, --scale is {args.scale}')
     if args.store is not None and os.path.isfile(os.path.join(args.store, MANIFEST)):
         read_manifest(args.store, args.scale, args.teacher)  # another teacher's store: stop now
-    train_set = TrainingSet(find_training_pairs(data_dirs, args.scale, args.lr_dir), args.scale, 1,
-                            cache_mb=0, progress=not args.no_progress)
+    teacher, train_set = teacher_and_images(args.teacher, args.data_dir, args.lr_dir, args.scale,
+                                            not args.no_progress)
     counts = write_teacher_pairs(teacher, train_set, args.out_dir, sorted(set(args.downscale)),
                                  args.device, args.tile, not args.no_progress, args.store)
     if args.store is not None:
