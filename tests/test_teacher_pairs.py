@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures('one_thread')
 
 @pytest.fixture(scope='module')
 def pairs(tmp_path_factory):
-    """A tiny RFDN teacher, two HR images (one too small for factor 3) and their pairs."""
+    """A tiny RFDN teacher, two HR images (the second small) and their pairs at 1/2 and 1/3."""
     tmp = tmp_path_factory.mktemp('pairs')
     data = write_smooth_images(tmp / 'hr', [(97, 130), (64, 70)])
     torch.manual_seed(0)
@@ -43,7 +43,8 @@ def test_pairs_are_the_teachers_output_of_the_downscaled_image(pairs):
         assert np.array_equal(lr, imresize(modcrop(hr, d), 1 / d))
         target = imread_rgb(str(tmp / 'pairs' / 'HR' / f'{name}_d{d}.png'))
         assert np.array_equal(target, super_resolve(teacher, lr))
-    # img1 at 1/3 would be 21x23 LR from a 64x68 image: still made; only < 8 LR pixels is left out
+    # img1 at 1/3 is 21x22 LR (from 63x66 of the modcropped 64x68): small, but made; only a
+    # side under 8 LR pixels is left out
     assert (tmp / 'pairs' / 'HR' / 'img1_d3.png').is_file()
 
 
@@ -52,8 +53,10 @@ def test_train_py_reads_them_as_training_pairs(pairs):
     found = find_training_pairs([str(tmp / 'pairs')], 4)
     assert len(found) == 4 and all(lr is not None for _, lr in found)
     train_set = TrainingSet(found, 4, 1, progress=False)
-    lr, hr = train_set.crop(0, 2, 3, 8)
-    assert lr.shape == (8, 8, 3) and hr.shape == (32, 32, 3)
+    lr, hr = train_set.crop(0, 2, 3, 8)  # the LR file and the teacher's output, aligned
+    hr_path, lr_path = found[0]
+    assert np.array_equal(lr, imread_rgb(lr_path)[2:10, 3:11])
+    assert np.array_equal(hr, imread_rgb(hr_path)[8:40, 12:44])
 
 
 def test_a_rerun_writes_nothing_and_fills_in_what_is_missing(pairs, capsys):

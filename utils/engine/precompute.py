@@ -28,6 +28,14 @@ from utils.io.errors import UserError, run_cli
 from utils.io.image_io import imwrite_rgb, uint8_to_tensor
 
 
+def write_stored_output(path: str, sr: torch.Tensor, value_range: float) -> int:
+    """Write a teacher output (1, 3, H, W) in the teacher's range as a store entry (16-bit PNG
+    of the 0–1 units, atomically). Returns the number of values clipped by the encoding."""
+    u16, clipped = encode((sr[0].float() / value_range).permute(1, 2, 0).cpu().numpy())
+    imwrite_rgb(path, u16)
+    return clipped
+
+
 def write_teacher_outputs(teacher: torch.nn.Module, train_set: TrainingSet, out_dir: str,
                           teacher_path: str, device='cpu', tile: int | None = None,
                           progress: bool = True) -> dict:
@@ -46,11 +54,8 @@ def write_teacher_outputs(teacher: torch.nn.Module, train_set: TrainingSet, out_
             continue
         x = uint8_to_tensor(train_set.whole_lr(i), value_range).to(device)
         sr = super_resolve_tensor(teacher, x, train_set.scale, tile)
-        rgb = (sr[0].float() / value_range).permute(1, 2, 0).cpu().numpy()
-        u16, n_clipped = encode(rgb)
-        imwrite_rgb(path, u16)
+        clipped += write_stored_output(path, sr, value_range)
         written += 1
-        clipped += n_clipped
     write_manifest(out_dir, teacher_path, train_set.scale, len(train_set), clipped)
     return {'images': len(train_set), 'written': written, 'skipped': skipped, 'clipped': clipped,
             'seconds': round(time.perf_counter() - start, 1)}

@@ -9,9 +9,9 @@ content at scales the original pairs do not have.
 For every HR training image (those `train.py` indexes from the same --data_dir, default every
 folder of $ESR_SHARED/train) and every factor d of --downscale, the LR input is the MATLAB
 bicubic of the image (modcropped to d) at 1/d, written to OUT/X{s}/{name}_d{d}.png, and its
-HR target is the teacher's ×s output, rounded to 8 bits, OUT/HR/{name}_d{d}.png. Bicubic
-downscaling keeps the inputs in the test domain (bicubic LR); the full-size photographs
-themselves would be sharper inputs than any test image. `train.py --data_dir OUT` reads the
+HR target is the teacher's ×s output, rounded to 8 bits, OUT/HR/{name}_d{d}.png. Inputs
+made by bicubic downscaling are of the kind the test sets' LR images are; the full-size
+photographs themselves, never bicubic-downscaled, would not be. `train.py --data_dir OUT` reads the
 pairs (the HR/ + X{s}/ layout), alone or beside the original folders.
 
 With --store DIR the teacher's output of each pair also goes, 16-bit, into the teacher-output
@@ -33,9 +33,9 @@ import torch
 from tqdm import tqdm
 
 from utils.data import TrainingSet
-from utils.data.teacher_store import MANIFEST, encode, output_name, read_manifest, write_manifest
+from utils.data.teacher_store import MANIFEST, output_name, read_manifest, write_manifest
 from utils.engine.inference import super_resolve_tensor
-from utils.engine.precompute import teacher_and_images
+from utils.engine.precompute import teacher_and_images, write_stored_output
 from utils.io.errors import UserError, run_cli
 from utils.io.image_io import imwrite_rgb, tensor_to_uint8, uint8_to_tensor
 from utils.io.matlab_functions import imresize, modcrop
@@ -87,9 +87,7 @@ def write_teacher_pairs(teacher: torch.nn.Module, train_set: TrainingSet, out_di
             imwrite_rgb(lr_path, lr)
             imwrite_rgb(hr_path, tensor_to_uint8(sr.float().cpu(), value_range))
             if store is not None:  # named after the HR file, which exists now (a real path)
-                u16, n_clipped = encode((sr[0].float() / value_range).permute(1, 2, 0).cpu().numpy())
-                imwrite_rgb(os.path.join(store, output_name(hr_path)), u16)
-                clipped += n_clipped
+                clipped += write_stored_output(os.path.join(store, output_name(hr_path)), sr, value_range)
             written += 1
     return {'pairs': len(stems), 'written': written, 'skipped': skipped, 'too_small': too_small,
             'clipped': clipped, 'seconds': round(time.perf_counter() - start, 1)}
