@@ -3,13 +3,24 @@
 # (SRFDBs cut from RFDN's first block), merge, pruning (60 fine-tuning steps between pruning
 # steps), final fine-tune at 1e-3, fold. Every step resumes where an interrupted run stopped,
 # so the script is re-run as it is to continue:
-#   OMP_NUM_THREADS=1 nohup bash model_zoo/logs/ablation/srfdb_first_block_chain/chain.sh \
+#   OMP_NUM_THREADS=2 nohup bash model_zoo/logs/ablation/srfdb_first_block_chain/chain.sh \
 #       >> model_zoo/logs/ablation/srfdb_first_block_chain/chain.log 2>&1 &
+# A finished stage's hand-off weights (the file the next stage starts from: model_last.pth of
+# stage 1, model_best.pth of stages 2-7) are kept beside its logs in stageN/; a stage that has
+# them there is done, and on a machine without its run under experiments/ they are copied back,
+# so the chain continues from the last finished stage rather than from stage 1.
 cd "$(dirname "$0")/../../../.."
 export ESR_SHARED="${ESR_SHARED:-../shared}"
+kept=model_zoo/logs/ablation/srfdb_first_block_chain
 set -ex
 date -u
 for stage in 1 2 3 4 5 6 7; do
+    run=experiments/ablation/srfdb_first_block_stage$stage
+    if ls $kept/stage$stage/*.pth > /dev/null 2>&1; then
+        mkdir -p $run
+        cp -n $kept/stage$stage/*.pth $run/
+        continue
+    fi
     python train.py --config options/ablation/srfdb_first_block_stage$stage.yaml --resume --no_progress
 done
 out=experiments/ablation/srfdb_first_block
