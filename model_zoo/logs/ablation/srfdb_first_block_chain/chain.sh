@@ -8,18 +8,28 @@
 # A finished stage's hand-off weights (the file the next stage starts from: model_last.pth of
 # stage 1, model_best.pth of stages 2-7) are kept beside its logs in stageN/; a stage that has
 # them there is done, and on a machine without its run under experiments/ they are copied back,
-# so the chain continues from the last finished stage rather than from stage 1.
+# so the chain continues from the last finished stage rather than from stage 1. A stage stopped
+# part-way may keep its resume point (state.pth, log.csv, model_best.pth) in stageN/partial/,
+# copied back the same way where its run is missing, so --resume continues it from there.
 cd "$(dirname "$0")/../../../.."
 export ESR_SHARED="${ESR_SHARED:-../shared}"
 kept=model_zoo/logs/ablation/srfdb_first_block_chain
 set -ex
 date -u
+# stages 3-7 and the final fine-tune read the teacher's outputs from this store; writing it skips
+# the outputs already there
+python -m utils.engine.precompute --teacher "$ESR_SHARED/pretrained/rfdn_baseline.pth" \
+    --out_dir teacher_outputs/rfdn_x4
 for stage in 1 2 3 4 5 6 7; do
     run=experiments/ablation/srfdb_first_block_stage$stage
     if ls $kept/stage$stage/*.pth > /dev/null 2>&1; then
         mkdir -p $run
         cp -n $kept/stage$stage/*.pth $run/
         continue
+    fi
+    if [ ! -f $run/state.pth ] && [ -f $kept/stage$stage/partial/state.pth ]; then
+        mkdir -p $run
+        cp $kept/stage$stage/partial/* $run/
     fi
     python train.py --config options/ablation/srfdb_first_block_stage$stage.yaml --resume --no_progress
 done
