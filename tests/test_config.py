@@ -143,7 +143,7 @@ RECIPE_SCRIPTS = {
               'ablation/srfdb_first_block_stage4', 'ablation/srfdb_first_block_stage5',
               'ablation/srfdb_first_block_stage6', 'ablation/srfdb_first_block_stage7',
               'ablation/srfdb_first_block_final_finetune', 'ablation/srfdb_first_block_final_finetune_teacher_pairs',
-              'ablation/srfdb_first_block_refine_patch80',
+              'ablation/srfdb_first_block_refine_patch80', 'ablation/srfdb_first_block_refine_patch80_ema',
               'ablation/stage7_final_finetune', 'ablation/stage7_final_finetune_stored',
               'ablation/stage7_final_finetune_lr5e-4', 'ablation/stage7_final_finetune_lr1e-3',
               'ablation/stage7_final_finetune_lr2e-3',
