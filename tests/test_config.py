@@ -153,7 +153,7 @@ RECIPE_SCRIPTS = {
               'ablation/shipped_refine_lr1e-3'],
     'prune': ['prfdn/prune', 'clb_imdn/block_prune', 'rlfn_kp/kernel', 'rlfn_kp/bias', 'fmp/channel',
               'fmp/weight', 'fmp/total_fixed', 'fmp/total', 'ablation/stage7_prune_ft60',
-              'ablation/srfdb_first_block_prune_ft60',
+              'ablation/srfdb_first_block_prune_ft60', 'ablation/srfdb_first_block_prune_ft60_group_norm',
               'ablation/stage7_prune_ramp'],
     'reparam': ['prfdn/merge', 'prfdn/fold', 'clb_imdn/collapse', 'ablation/stage7_merge',
                 'ablation/srfdb_first_block_merge'],
