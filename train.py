@@ -44,6 +44,10 @@ def parse_args(argv=None):
     p.add_argument('--srfdb_init', default=None, choices=['fresh', 'first_block'],
                    help='with --init_from for BranchRFDN: SRFDBs start fresh (default) or cut '
                    'from RFDN\'s first block')
+    p.add_argument('--sequential_branches', type=int, nargs='+', default=None,
+                   help='BranchRFDN: feed these branches (2..4) from the previous block\'s output, '
+                   'as RFDN does, instead of from their SRFDB (progressive branching: detach one '
+                   'branch at a time)')
     p.add_argument('--teacher', default=None, help='frozen teacher checkpoint for --distill')
     p.add_argument('--distill', default='none', choices=['none', 'features', 'output'])
     p.add_argument('--distill_weight', type=float, default=1.0)
@@ -124,6 +128,17 @@ def build_student(args):
     return build_model(args.model, upscale=args.scale)
 
 
+def apply_sequential_branches(student, branches) -> None:
+    if not branches:
+        return
+    if not hasattr(student, 'set_sequential_branches'):
+        raise UserError(f'--sequential_branches is for --model BranchRFDN, not {type(student).__name__}')
+    try:
+        student.set_sequential_branches(branches)
+    except ValueError as exc:
+        raise UserError(f'--sequential_branches: {exc}') from None
+
+
 def check_args(args) -> None:
     """Every option range and the output folder, before any work: UserError naming the flag."""
     for flag in ('scale', 'batch_size', 'patch_size', 'save_every', 'log_every', 'iters'):
@@ -170,6 +185,7 @@ def main(argv=None) -> int:
         iters = 1 if args.patch_schedule else 1000
     torch.manual_seed(args.seed)  # what starts fresh (a new model, BranchRFDN's SRFDBs) is seeded too
     student = build_student(args)
+    apply_sequential_branches(student, args.sequential_branches)
     if student.scale != args.scale:
         raise UserError(f'the model is ×{student.scale} but --scale is {args.scale}')
     try:

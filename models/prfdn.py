@@ -67,21 +67,44 @@ class BranchRFDN(SRModel):
         self.c = nn.Sequential(nn.Conv2d(nf * num_modules, nf, 1), lrelu(0.05))
         self.LR_conv = conv_same(nf, nf, 3)
         self.upsampler = pixelshuffle_upsampler(nf, out_nc, upscale)
+        self.sequential_branches = ()
         self._finish_init(conv_overrides)
 
+    def set_sequential_branches(self, branches) -> 'BranchRFDN':
+        """Feed each branch k in `branches` (2..num_modules) from B_{k-1}'s output, as in RFDN,
+        instead of from S_{k-1}. Progressive branching detaches one branch at a time this way
+        (all sequential = the teacher's own chain; none = the branch model); the state dict is
+        the same in every case. Returns self."""
+        branches = tuple(sorted(set(int(k) for k in branches)))
+        if any(not 2 <= k <= self.num_modules for k in branches):
+            raise ValueError(f'sequential branches are numbered 2..{self.num_modules}, not {list(branches)}')
+        self.sequential_branches = branches
+        return self
+
+    def branch_inputs_and_outputs(self, x: torch.Tensor) -> tuple:
+        """([input of B1, input of B2, ...], [output of B1, ...]), each (N, nf, H, W)."""
+        inputs, outputs = [], []
+        for k in range(1, self.num_modules + 1):
+            if k == 1:
+                h = self.fea_conv(x)
+            elif k in self.sequential_branches:
+                h = outputs[-1]
+            else:
+                h = getattr(self, f'S{k - 1}')(getattr(self, f'fea_conv{k - 1}')(x))
+            inputs.append(h)
+            outputs.append(getattr(self, f'B{k}')(h))
+        return inputs, outputs
+
     def branch_inputs(self, x: torch.Tensor) -> list:
-        """[input of B1, input of B2, ...]: fea_conv(x), then S_{k-1}(fea_conv{k-1}(x))."""
-        inputs = [self.fea_conv(x)]
-        for j in range(1, self.num_modules):
-            inputs.append(getattr(self, f'S{j}')(getattr(self, f'fea_conv{j}')(x)))
-        return inputs
+        """[input of B1, input of B2, ...]: fea_conv(x), then S_{k-1}(fea_conv{k-1}(x)) (or
+        B_{k-1}'s output for a sequential branch)."""
+        return self.branch_inputs_and_outputs(x)[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._tail(self.branch_inputs(x))
+        return self._tail(*self.branch_inputs_and_outputs(x))
 
-    def _tail(self, inputs: list) -> torch.Tensor:
-        outs = [getattr(self, f'B{k + 1}')(h) for k, h in enumerate(inputs)]
-        out_b = self.c(torch.cat(outs, dim=1))
+    def _tail(self, inputs: list, outputs: list) -> torch.Tensor:
+        out_b = self.c(torch.cat(outputs, dim=1))
         out_lr = self.LR_conv(out_b) + inputs[0]
         return self.upsampler(out_lr)
 
@@ -92,8 +115,8 @@ class BranchRFDN(SRModel):
 
     def output_and_features(self, x: torch.Tensor) -> tuple:
         """(forward(x), distillation_features(x)) from one pass."""
-        inputs = self.branch_inputs(x)
-        return self._tail(inputs), inputs[1:]
+        inputs, outputs = self.branch_inputs_and_outputs(x)
+        return self._tail(inputs, outputs), inputs[1:]
 
     @classmethod
     def from_rfdn(cls, rfdn: RFDN, srfdb_init: str = 'fresh') -> 'BranchRFDN':

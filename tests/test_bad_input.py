@@ -491,3 +491,10 @@ def test_script_output_reaches_a_redirected_log_line_by_line(tmp_path):
     finally:
         proc.communicate('done\n', timeout=60)
     assert proc.returncode == 0
+
+
+def test_sequential_branches_only_for_a_branch_model(train_argv):
+    tmp_path, argv = train_argv
+    message = user_error(train.main, argv('--sequential_branches', '2'))
+    assert message.startswith('--sequential_branches is for --model BranchRFDN')
+    assert not (tmp_path / 'run').exists()

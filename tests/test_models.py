@@ -377,3 +377,28 @@ def test_srfdb_cut_from_the_first_block():
     assert not torch.equal(fresh.S1.c1_d.weight, b1.c1_d.weight)
     with pytest.raises(ValueError, match='srfdb_init'):
         BranchRFDN.from_rfdn(rfdn, srfdb_init='last_block')
+
+
+def test_sequential_branches_from_rfdn_to_the_branch_model():
+    """Progressive branching: with every branch sequential the branch model is RFDN itself; with
+    branch 4 detached only B4's input changes (to S3's output); with none it is the branch model."""
+    from models import RFDN, BranchRFDN
+    torch.manual_seed(0)
+    rfdn = RFDN(nf=16).eval()
+    branch = BranchRFDN.from_rfdn(rfdn, srfdb_init='first_block').eval()
+    x = torch.rand(1, 3, 24, 24) * 255
+    with torch.no_grad():
+        parallel = branch(x)
+        assert torch.equal(branch.set_sequential_branches([2, 3, 4])(x), rfdn(x))
+        blocks = rfdn.block_outputs(x)
+        h4 = branch.S3(branch.fea_conv3(x))
+        out_b = rfdn.c(torch.cat(blocks[1:4] + [rfdn.B4(h4)], dim=1))
+        expected = rfdn.upsampler(rfdn.LR_conv(out_b) + rfdn.fea_conv(x))
+        branch.set_sequential_branches([3, 2])
+        assert branch.sequential_branches == (2, 3)
+        assert torch.allclose(branch(x), expected, atol=1e-3)
+        assert not torch.allclose(branch(x), rfdn(x), atol=1e-1)
+        assert torch.allclose(branch.branch_inputs(x)[3], h4)
+        assert torch.equal(branch.set_sequential_branches([])(x), parallel)
+    with pytest.raises(ValueError, match='numbered 2..4'):
+        branch.set_sequential_branches([1])
