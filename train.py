@@ -44,6 +44,9 @@ def parse_args(argv=None):
     p.add_argument('--srfdb_init', default=None, choices=['fresh', 'first_block'],
                    help='with --init_from for BranchRFDN: SRFDBs start fresh (default) or cut '
                    'from RFDN\'s first block')
+    p.add_argument('--srfdb_steps', type=int, default=None, choices=[1, 2, 3],
+                   help='with --init_from for BranchRFDN: distillation steps of every SRFDB (default 1, '
+                   'as in the PRFDN paper; 3 with --srfdb_init first_block starts each as RFDN\'s B1)')
     p.add_argument('--sequential_branches', type=int, nargs='+', default=None,
                    help='BranchRFDN: feed these branches (2..4) from the previous block\'s output, '
                    'as RFDN does, instead of from their SRFDB (progressive branching: detach one '
@@ -114,14 +117,15 @@ def parse_args(argv=None):
 
 
 def build_student(args):
-    if args.srfdb_init and not (args.init_from and args.model.lower() == 'branchrfdn'):
-        raise UserError('--srfdb_init is for --model BranchRFDN built with --init_from (an RFDN checkpoint)')
+    for flag in ('srfdb_init', 'srfdb_steps'):
+        if getattr(args, flag) and not (args.init_from and args.model.lower() == 'branchrfdn'):
+            raise UserError(f'--{flag} is for --model BranchRFDN built with --init_from (an RFDN checkpoint)')
     if args.init_from:
         if args.pretrained:
             raise UserError('give --pretrained or --init_from, not both')
         if args.model not in CONVERSIONS:
             raise UserError(f'--init_from converts into {", ".join(sorted(CONVERSIONS))}, not {args.model}')
-        options = {'srfdb_init': args.srfdb_init} if args.srfdb_init else {}
+        options = {flag: getattr(args, flag) for flag in ('srfdb_init', 'srfdb_steps') if getattr(args, flag)}
         return convert_from(args.model, args.init_from, **options)
     if args.pretrained:
         return load_model(args.pretrained, args.model)

@@ -18,29 +18,34 @@ import torch.nn as nn
 from utils.io.errors import UserError
 
 from .blocks import ESA, conv_same, lrelu, pixelshuffle_upsampler
-from .registry import SRModel, register_model, scale_from_upsampler
+from .registry import SRModel, count_indexed, register_model, scale_from_upsampler
 from .rfdn import RFDB, RFDN
 
 
-def SRFDB(in_channels: int) -> RFDB:
-    """Short RFDB: one distillation step (c1_d, c1_r), c4, c5 and ESA. (N,C,H,W)->(N,C,H,W)."""
-    return RFDB(in_channels, steps=1)
+def SRFDB(in_channels: int, steps: int = 1) -> RFDB:
+    """Short RFDB: `steps` distillation steps (one in the PRFDN paper: c1_d, c1_r), c4, c5 and
+    ESA. (N,C,H,W)->(N,C,H,W)."""
+    return RFDB(in_channels, steps=steps)
 
 
 SRFDB_INITS = ('fresh', 'first_block')
 
 
-def truncate_rfdb(block: RFDB) -> dict:
-    """State dict of a one-step SRFDB cut from a (three-step) RFDB of the same width.
+def truncate_rfdb(block: RFDB, steps: int = 1) -> dict:
+    """State dict of a `steps`-step SRFDB cut from a (three-step) RFDB of the same width.
 
-    The first distillation step, c4 and ESA are kept; c5's weight keeps the input columns
-    of d1 and of r (c4's part), which is what a one-step block concatenates.
+    The first `steps` distillation steps, c4 and ESA are kept; c5's weight keeps the input
+    columns of d1..d_steps and of r (c4's part), which is what a shorter block concatenates
+    (steps = block.steps: an exact copy).
     """
+    if not 1 <= steps <= block.steps:
+        raise ValueError(f'an SRFDB cut from a {block.steps}-step RFDB has 1..{block.steps} steps, not {steps}')
     sd = block.state_dict()
     dc = block.c1_d.out_channels
-    out = {k: v.detach().clone() for k, v in sd.items() if k.startswith(('c1_', 'c4.', 'esa.'))}
+    kept = tuple(f'c{i}_' for i in range(1, steps + 1)) + ('c4.', 'esa.')
+    out = {k: v.detach().clone() for k, v in sd.items() if k.startswith(kept)}
     w = sd['c5.weight']
-    out['c5.weight'] = torch.cat([w[:, :dc], w[:, block.steps * dc:]], dim=1).clone()
+    out['c5.weight'] = torch.cat([w[:, :steps * dc], w[:, block.steps * dc:]], dim=1).clone()
     out['c5.bias'] = sd['c5.bias'].detach().clone()
     return out
 
@@ -54,14 +59,14 @@ class BranchRFDN(SRModel):
     attention_types = (ESA,)
 
     def __init__(self, in_nc: int = 3, nf: int = 50, num_modules: int = 4, out_nc: int = 3,
-                 upscale: int = 4, conv_overrides: dict | None = None):
+                 upscale: int = 4, srfdb_steps: int = 1, conv_overrides: dict | None = None):
         super().__init__()
         self.scale = upscale
         self.num_modules = num_modules
         self.fea_conv = conv_same(in_nc, nf, 3)
         for j in range(1, num_modules):
             setattr(self, f'fea_conv{j}', conv_same(in_nc, nf, 3))
-            setattr(self, f'S{j}', SRFDB(nf))
+            setattr(self, f'S{j}', SRFDB(nf, srfdb_steps))
         for k in range(1, num_modules + 1):
             setattr(self, f'B{k}', RFDB(nf))
         self.c = nn.Sequential(nn.Conv2d(nf * num_modules, nf, 1), lrelu(0.05))
@@ -119,7 +124,7 @@ class BranchRFDN(SRModel):
         return self._tail(inputs, outputs), inputs[1:]
 
     @classmethod
-    def from_rfdn(cls, rfdn: RFDN, srfdb_init: str = 'fresh') -> 'BranchRFDN':
+    def from_rfdn(cls, rfdn: RFDN, srfdb_init: str = 'fresh', srfdb_steps: int = 1) -> 'BranchRFDN':
         """A branch model holding every tensor of a pre-trained RFDN.
 
         RFDBs, `c`, `LR_conv`, upsampler and `fea_conv` are copied; each extra head conv
@@ -128,13 +133,17 @@ class BranchRFDN(SRModel):
         (`'first_block'`: c1_d, c1_r, c4 and ESA copied, c5 keeping the columns that read d1
         and r4), which starts each S_j's output near the teacher's B1 output instead of at
         random (relative L2 distance to the teacher's block outputs on Set5: 0.91 / 1.50 /
-        1.47 against 2.04 / 2.05 / 2.67 fresh).
+        1.47 against 2.04 / 2.05 / 2.67 fresh). `srfdb_steps` deepens every SRFDB (1..3
+        distillation steps; 1 in the PRFDN paper); cut from B1, a 3-step SRFDB is B1 itself.
         """
         if srfdb_init not in SRFDB_INITS:
             raise ValueError(f'srfdb_init must be one of {SRFDB_INITS}, not {srfdb_init!r}')
         nf = rfdn.fea_conv.out_channels
+        if not 1 <= srfdb_steps <= rfdn.B1.steps:
+            raise ValueError(f'srfdb_steps must be 1..{rfdn.B1.steps}, not {srfdb_steps}')
         model = cls(in_nc=rfdn.fea_conv.in_channels, nf=nf, num_modules=rfdn.num_modules,
-                    out_nc=rfdn.upsampler[0].out_channels // rfdn.scale ** 2, upscale=rfdn.scale)
+                    out_nc=rfdn.upsampler[0].out_channels // rfdn.scale ** 2, upscale=rfdn.scale,
+                    srfdb_steps=srfdb_steps)
         own = model.state_dict()
         for k, v in rfdn.state_dict().items():
             if k not in own or own[k].shape != v.shape:
@@ -144,7 +153,7 @@ class BranchRFDN(SRModel):
             own[f'fea_conv{j}.weight'] = rfdn.fea_conv.weight.detach().clone()
             own[f'fea_conv{j}.bias'] = rfdn.fea_conv.bias.detach().clone()
             if srfdb_init == 'first_block':
-                for k, v in truncate_rfdb(rfdn.B1).items():
+                for k, v in truncate_rfdb(rfdn.B1, srfdb_steps).items():
                     own[f'S{j}.{k}'] = v
         model.load_state_dict(own, strict=True)
         return model
@@ -155,8 +164,9 @@ class BranchRFDN(SRModel):
 
     @classmethod
     def config_from_state_dict(cls, sd: dict) -> dict:
-        """RFDN's: the branch model holds RFDN's tensors under RFDN's names (plus fea_conv{j}, S{j})."""
-        return RFDN.config_from_state_dict(sd)
+        """RFDN's (the branch model holds RFDN's tensors under RFDN's names, plus fea_conv{j}
+        and S{j}) and the SRFDBs' depth."""
+        return dict(RFDN.config_from_state_dict(sd), srfdb_steps=count_indexed(sd, 'S1.c', '_d.weight'))
 
 
 # ----------------------------------------------------------------------------------------
@@ -242,7 +252,7 @@ class ParallelRFDN(SRModel):
 
     def __init__(self, in_nc: int = 3, nf: int = 50, num_modules: int = 4, out_nc: int = 3,
                  upscale: int = 4, groups: bool = False, cat_mode: str = 'plain',
-                 split_as_conv: bool = False, conv_overrides: dict | None = None):
+                 split_as_conv: bool = False, srfdb_steps: int = 1, conv_overrides: dict | None = None):
         super().__init__()
         n = num_modules
         self.scale, self.num_modules = upscale, n
@@ -251,7 +261,7 @@ class ParallelRFDN(SRModel):
         if split_as_conv:
             self.split_res = nn.Conv2d(nf * n, nf, 1, bias=False)
             self.split_s = nn.Conv2d(nf * n, nf * (n - 1), 1, bias=False)
-        self.S = WideRFDB(nf * (n - 1), nf // 2 * (n - 1), nf // 4 * (n - 1), steps=1,
+        self.S = WideRFDB(nf * (n - 1), nf // 2 * (n - 1), nf // 4 * (n - 1), steps=srfdb_steps,
                           groups=(n - 1) if groups else 1, cat_mode=cat_mode)
         self.B = WideRFDB(nf * n, nf // 2 * n, nf // 4 * n, steps=3,
                           groups=n if groups else 1, cat_mode=cat_mode)
@@ -324,4 +334,5 @@ class ParallelRFDN(SRModel):
         cat_mode = 'conv' if 'B.cat_conv.weight' in sd else ('shuffle' if grouped else 'plain')
         return dict(in_nc=int(sd['head.weight'].shape[1]), nf=nf, num_modules=n,
                     upscale=scale_from_upsampler(sd['upsampler.0.weight']), groups=grouped,
-                    cat_mode=cat_mode, split_as_conv='split_res.weight' in sd)
+                    cat_mode=cat_mode, split_as_conv='split_res.weight' in sd,
+                    srfdb_steps=count_indexed(sd, 'S.c', '_d.weight'))

@@ -314,6 +314,9 @@ def test_srfdb_init_only_for_a_branch_model_from_rfdn(train_argv):
     message = user_error(train.main, argv('--srfdb_init', 'first_block'))
     assert message.startswith('--srfdb_init is for --model BranchRFDN')
     assert not (tmp_path / 'run').exists()
+    message = user_error(train.main, argv('--srfdb_steps', '2'))
+    assert message.startswith('--srfdb_steps is for --model BranchRFDN')
+    assert not (tmp_path / 'run').exists()
 
 
 def test_resume_removes_stale_temp_files(train_argv, capsys):

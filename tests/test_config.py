@@ -143,6 +143,7 @@ RECIPE_SCRIPTS = {
               'ablation/srfdb_first_block_stage4', 'ablation/srfdb_first_block_stage5',
               'ablation/srfdb_first_block_stage6', 'ablation/srfdb_first_block_stage7',
               'ablation/progressive_branch4', 'ablation/progressive_branch3', 'ablation/progressive_branch2',
+              'ablation/srfdb3_first_block_stage1',
               'ablation/srfdb_first_block_final_finetune', 'ablation/srfdb_first_block_final_finetune_teacher_pairs',
               'ablation/srfdb_first_block_refine_patch80', 'ablation/srfdb_first_block_refine_patch80_ema',
               'ablation/stage7_final_finetune', 'ablation/stage7_final_finetune_stored',

@@ -74,8 +74,10 @@ def _family_model(family):
         options = {'ParallelRFDN-plain': {},
                    'ParallelRFDN-conv-split': dict(cat_as_conv=True, split_as_conv=True),
                    'ParallelRFDN-grouped': dict(grouped=True),
-                   'ParallelRFDN-grouped-conv': dict(grouped=True, cat_as_conv=True)}[family]
-        return branch_to_parallel(BranchRFDN.from_rfdn(RFDN(nf=8, num_modules=3)), **options)
+                   'ParallelRFDN-grouped-conv': dict(grouped=True, cat_as_conv=True),
+                   'ParallelRFDN-srfdb2': {}}[family]
+        steps = 2 if family.endswith('srfdb2') else 1
+        return branch_to_parallel(BranchRFDN.from_rfdn(RFDN(nf=8, num_modules=3), srfdb_steps=steps), **options)
     if family == 'RLFN-KP':            # kernel- and bias-pruned, as AdvancedSR ships it
         model = RLFN(feature_channels=12, mid_channels=10, esa_channels=4, num_blocks=2, upscale=2)
         replace_with_1x1(model, ['block_2.c2_r', 'conv_2', 'upsampler.0'])
@@ -95,7 +97,8 @@ def _family_model(family):
 
 
 ENTRY_FAMILIES = ['RFDN-pruned', 'ParallelRFDN-plain', 'ParallelRFDN-conv-split', 'ParallelRFDN-grouped',
-                  'ParallelRFDN-grouped-conv', 'RLFN-KP', 'RLFN_NTIRE2022', 'IMDN', 'CLBIMDN-collapsed']
+                  'ParallelRFDN-grouped-conv', 'ParallelRFDN-srfdb2', 'RLFN-KP', 'RLFN_NTIRE2022', 'IMDN',
+                  'CLBIMDN-collapsed']
 
 
 @pytest.mark.parametrize('family', ENTRY_FAMILIES)

@@ -402,3 +402,31 @@ def test_sequential_branches_from_rfdn_to_the_branch_model():
         assert torch.equal(branch.set_sequential_branches([])(x), parallel)
     with pytest.raises(ValueError, match='numbered 2..4'):
         branch.set_sequential_branches([1])
+
+
+def test_deeper_srfdbs_cut_from_the_first_block_merge_exactly():
+    """srfdb_steps: a 3-step SRFDB cut from B1 is B1 itself; 2-step SRFDBs are recognised from
+    their tensors and merge into one wide model with the same output."""
+    from models import RFDN, BranchRFDN, ParallelRFDN, model_from_state_dict
+    from utils.compress.reparam import branch_to_parallel, fold_parallel
+    torch.manual_seed(0)
+    rfdn = RFDN(nf=16).eval()
+    x = torch.rand(1, 16, 20, 20)
+    full = BranchRFDN.from_rfdn(rfdn, srfdb_init='first_block', srfdb_steps=3).eval()
+    with torch.no_grad():
+        assert torch.equal(full.S2(x), rfdn.B1(x))
+    branch = BranchRFDN.from_rfdn(rfdn, srfdb_steps=2).eval()
+    assert branch.S1.steps == 2 and 'S1.c2_d.weight' in branch.state_dict()
+    again = model_from_state_dict(branch.state_dict())
+    assert isinstance(again, BranchRFDN) and again.S3.steps == 2
+    parallel = branch_to_parallel(branch)
+    assert parallel.S.steps == 2
+    reloaded = model_from_state_dict(parallel.state_dict())
+    assert isinstance(reloaded, ParallelRFDN) and reloaded.S.steps == 2
+    img = torch.rand(1, 3, 24, 24) * 255
+    folded = fold_parallel(branch_to_parallel(branch, cat_as_conv=True, split_as_conv=True))
+    with torch.no_grad():
+        assert torch.allclose(reloaded.eval()(img), branch(img), atol=1e-3)
+        assert torch.allclose(folded(img), branch(img), atol=1e-3)
+    with pytest.raises(ValueError, match='srfdb_steps'):
+        BranchRFDN.from_rfdn(rfdn, srfdb_steps=4)

@@ -34,6 +34,8 @@ def small_models():
         'RLFN': RLFN(feature_channels=16, mid_channels=12, esa_channels=8, num_blocks=2),
         'ParallelRFDN': branch_to_parallel(branch),
         'ParallelRFDN-catconv': branch_to_parallel(branch, cat_as_conv=True, split_as_conv=True),
+        'ParallelRFDN-srfdb2': branch_to_parallel(BranchRFDN.from_rfdn(RFDN(nf=16, num_modules=4), srfdb_steps=2),
+                                                  cat_as_conv=True, split_as_conv=True),
     }
 
 

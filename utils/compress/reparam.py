@@ -121,7 +121,7 @@ def branch_to_parallel(model: BranchRFDN, grouped: bool = False, cat_as_conv: bo
     out_nc = model.upsampler[0].out_channels // model.scale ** 2
     par = ParallelRFDN(in_nc=model.fea_conv.in_channels, nf=nf, num_modules=n, out_nc=out_nc,
                        upscale=model.scale, groups=grouped, cat_mode=cat_mode,
-                       split_as_conv=split_as_conv)
+                       split_as_conv=split_as_conv, srfdb_steps=srfdbs[0].steps)
     _assign(par.head, *stack_output_channels(heads))
     if split_as_conv:
         eye = torch.eye(nf * n).view(nf * n, nf * n, 1, 1)
