@@ -5,8 +5,10 @@
     branch 1:  B1(fea_conv(x))
     branch k:  B_k(S_{k-1}(fea_conv{k-1}(x)))      k = 2, 3, 4
 
-where `S_j` is a small SRFDB (one distillation step + c4 + c5 + ESA) trained to stand in
-for the teacher's chain B1..B_j, i.e. to reproduce the teacher's block-j output. The tail is
+where `S_j` is a small SRFDB (one distillation step + c4 + c5 + ESA, as in the paper;
+`srfdb_steps` deepens it) trained to stand in for the teacher's chain B1..B_j, i.e. to reproduce
+the teacher's block-j output. `set_sequential_branches` feeds chosen branches from the previous
+block instead, as RFDN does (progressive branching). The tail is
 RFDN's: `c` over the concatenated branch outputs, `LR_conv`, `+ fea_conv(x)`, pixel shuffle.
 Input and output in 0–255, like RFDN.
 """
