@@ -159,7 +159,7 @@ RECIPE_SCRIPTS = {
               'ablation/srfdb_first_block_prune_ft60', 'ablation/srfdb_first_block_prune_ft60_group_norm',
               'ablation/stage7_prune_ramp'],
     'reparam': ['prfdn/merge', 'prfdn/fold', 'clb_imdn/collapse', 'ablation/stage7_merge',
-                'ablation/srfdb_first_block_merge'],
+                'ablation/srfdb_first_block_merge', 'ablation/stage7_prune_ramp_fold'],
 }
 
 
