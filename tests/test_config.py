@@ -151,6 +151,7 @@ RECIPE_SCRIPTS = {
               'ablation/stage7_final_finetune_lr2e-3',
               'ablation/stage7_prune_ramp_final_finetune', 'ablation/stage7_prune_ramp_final_finetune_lr1e-3',
               'ablation/stage7_prune_ramp_refine_patch80',
+              'ablation/stage7_prune_ramp_final_finetune_patch80',
               'ablation/shipped_refine_l1', 'ablation/shipped_refine_teacher_pairs', 'ablation/shipped_refine_patch80',
               'ablation/shipped_refine_l2', 'ablation/shipped_refine_l2_lr1e-5',
               'ablation/shipped_refine_lr1e-3'],
