@@ -152,15 +152,17 @@ RECIPE_SCRIPTS = {
               'ablation/stage7_prune_ramp_final_finetune', 'ablation/stage7_prune_ramp_final_finetune_lr1e-3',
               'ablation/stage7_prune_ramp_refine_patch80',
               'ablation/stage7_prune_ramp_final_finetune_patch80',
+              'ablation/stage7_prune_ramp_size049_final_finetune', 'ablation/stage7_prune_ramp_size049_refine_patch80',
               'ablation/shipped_refine_l1', 'ablation/shipped_refine_teacher_pairs', 'ablation/shipped_refine_patch80',
               'ablation/shipped_refine_l2', 'ablation/shipped_refine_l2_lr1e-5',
               'ablation/shipped_refine_lr1e-3'],
     'prune': ['prfdn/prune', 'clb_imdn/block_prune', 'rlfn_kp/kernel', 'rlfn_kp/bias', 'fmp/channel',
               'fmp/weight', 'fmp/total_fixed', 'fmp/total', 'ablation/stage7_prune_ft60',
               'ablation/srfdb_first_block_prune_ft60', 'ablation/srfdb_first_block_prune_ft60_group_norm',
-              'ablation/stage7_prune_ramp'],
+              'ablation/stage7_prune_ramp', 'ablation/stage7_prune_ramp_size049'],
     'reparam': ['prfdn/merge', 'prfdn/fold', 'clb_imdn/collapse', 'ablation/stage7_merge',
-                'ablation/srfdb_first_block_merge', 'ablation/stage7_prune_ramp_fold'],
+                'ablation/srfdb_first_block_merge', 'ablation/stage7_prune_ramp_fold',
+                'ablation/stage7_prune_ramp_size049_fold'],
 }
 
 
