@@ -110,6 +110,33 @@ def test_budget_schedule_is_geometric_and_lands_on_the_target(tmp_path):
     assert (tmp_path / 'step_03.pth').exists()
 
 
+@pytest.mark.slow
+def test_a_step_whose_goal_is_already_passed_only_finetunes(tmp_path, monkeypatch):
+    # coarse channel groups can make step k land below step k + 1's goal; that step must not
+    # stop the run but fine-tune without pruning
+    import utils.compress.prune_loop as prune_loop
+    real = prune_loop.prune_to_budget
+    calls = []
+
+    def overshooting(model, metric, goal, *args, **kwargs):
+        calls.append(goal)
+        return real(model, metric, goal * (0.6 if len(calls) == 1 else 1.0), *args, **kwargs)
+
+    monkeypatch.setattr(prune_loop, 'prune_to_budget', overshooting)
+    model = small_models()['ParallelRFDN-catconv'].eval()
+    start = size_of(prepare_for_pruning(model), 'flops')
+    target = 0.3 * start
+    tuned = []
+    _, rows = iterative_prune(model, out_dir=str(tmp_path), steps=4, budget=('flops', target),
+                              importance='l1', finetune=lambda m: tuned.append(1),
+                              progress=lambda *a: None)
+    goals = [start * 0.3 ** (k / 4) for k in (1, 2, 3, 4)]
+    assert rows[1]['flops_G'] * 1e9 < goals[1]           # step 1 passed step 2's goal
+    assert rows[2]['ratio'] == 0.0 and rows[2]['flops_G'] == rows[1]['flops_G']
+    assert len(calls) == 3 and len(tuned) == 4           # steps 1, 3, 4 pruned; all four fine-tuned
+    assert abs(rows[-1]['flops_G'] * 1e9 - target) <= 0.02 * target
+
+
 def test_finetune_ramp_keeps_the_total_and_reaches_the_ends():
     ramp = finetune_ramp(20, 100, 16)
     assert ramp[0] == 20 and ramp[-1] == 100 and sum(ramp) == 16 * 60

@@ -125,7 +125,8 @@ def iterative_prune(model, *, out_dir: str, steps: int, ratio: float | None = No
     Either `ratio` (share of prunable channels removed in all, spread linearly over the
     steps as in the PRFDN paper) or `budget` = (metric, target) with metric in params / flops /
     latency_ms: each step aims at a geometric interpolation between the start and the
-    target, and the last lands within 2% of it. Returns (model, rows).
+    target, and the last lands within 2% of it (a step whose goal an earlier step already
+    passed prunes nothing and only fine-tunes, logged with ratio 0). Returns (model, rows).
     """
     if finetune_iters is not None and len(finetune_iters) != steps:
         raise ValueError(f'{len(finetune_iters)} fine-tuning lengths for {steps} steps')
@@ -178,9 +179,17 @@ def iterative_prune(model, *, out_dir: str, steps: int, ratio: float | None = No
             metric, target = budget
             s0 = plan['start_value']
             goal = s0 * (target / s0) ** (step / steps)
-            model, _ = prune_to_budget(model, metric, goal, importance, round_to, grad_batch,
-                                       device=device)
-            r = None
+            current = size_of(model, metric, device)
+            if current <= goal:
+                # channel groups can be coarse (RFDN's residual width spans every block), so an
+                # earlier step may have landed below this step's goal: this step only fine-tunes
+                progress(f'step {step}/{steps}: {metric} {current:.4g} is already at or below '
+                         f'this step\'s goal {goal:.4g}; fine-tuning only')
+                r = 0.0
+            else:
+                model, _ = prune_to_budget(model, metric, goal, importance, round_to, grad_batch,
+                                           device=device)
+                r = None
         before = None
         if finetune is not None and val_set is not None and measure_before:
             before = psnr_only(model, val_set, device)
