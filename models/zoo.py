@@ -10,6 +10,7 @@ MODEL_ZOO = {
     2: ('CLB-IMDN', ('team01_CLBIMDN.pth',)),                       # CLB (Wang et al.), collapsed
     3: ('RLFN-KP', ('team01_RLFNKP.pth',)),                         # kernel/bias-pruned RLFN (AdvancedSR)
     4: ('FMP-RFDN', ('team01_FMPRFDN.pth',)),                       # FMP, Total Fixed criterion
+    5: ('RFDN-CP', ('team01_RFDNCP.pth',)),                         # RFDN channel-pruned, widths of 8
     10: ('IMDN', ('imdn_baseline.pth',)),                            # NTIRE 2022 baseline
     11: ('RLFN (NTIRE 2022)', ('team04_rlfn.pth',)),
     12: ('RLFN (NTIRE 2024 baseline)', ('team00_rlfn.pth',)),

@@ -21,7 +21,7 @@ from utils.io.image_io import imread_rgb, uint8_to_tensor
 from utils.metrics.model_summary import count_params, ntire_flops
 
 # entry class (file models/team01_NAME.py, checkpoint model_zoo/team01_NAME.pth)
-SHIPPED_ENTRIES = ['PRFDN', 'CLBIMDN', 'RLFNKP', 'FMPRFDN']
+SHIPPED_ENTRIES = ['PRFDN', 'CLBIMDN', 'RLFNKP', 'FMPRFDN', 'RFDNCP']
 
 
 def _paths(repo_root, name):

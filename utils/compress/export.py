@@ -476,6 +476,9 @@ ENTRY_DESCRIPTIONS = {
               'AdvancedSR (NTIRE 2024 Efficient SR).',
     'FMPRFDN': 'FMP-RFDN: RFDN (Liu et al., ECCV Workshops 2020) with joint channel and weight '
                'pruning to a budget (Total Fixed criterion).',
+    'RFDNCP': 'RFDN-CP: RFDN (Liu et al., ECCV Workshops 2020) channel-pruned directly with '
+              'Torch-Pruning (Fang et al., CVPR 2023) to widths a multiple of 8, distilled from '
+              'RFDN while pruned and fine-tuned after.',
 }
 
 CLASS_DOC = '''\
