@@ -39,6 +39,7 @@ from utils.compress.prune_loop import (
     iterative_prune,
     measure_row,
     progressive_kernel_prune,
+    psnr_only,
     write_logs,
 )
 from utils.compress.pruning import IMPORTANCE_NAMES, make_importance, size_of
@@ -93,6 +94,9 @@ def parse_args(argv=None):
                    'unpruned model (e.g. the equivalent, cheaper BranchRFDN)')
     p.add_argument('--no_before', action='store_true',
                    help='skip measuring PSNR before each fine-tuning (saves one evaluation per step)')
+    p.add_argument('--no_timing', action='store_true',
+                   help='leave the 256² runtime out of the pruning log (it is noise when other '
+                   'jobs share the device; FMP mode never times); not with --target_latency_ms')
     p.add_argument('--lr', type=float, default=1e-4)
     p.add_argument('--batch_size', type=int, default=16)
     p.add_argument('--patch_size', type=int, default=64)
@@ -133,6 +137,8 @@ def check_args(args) -> None:
         check_option(f'--target_{metric}', getattr(args, f'target_{metric}'), above=0)
     if args.sensitivity:  # prints a table, writes nothing
         return
+    if args.no_timing and args.target_latency_ms is not None:
+        raise UserError('--target_latency_ms needs the runtime of every step: drop --no_timing')
     if not args.out_dir:
         raise UserError('--out_dir is required (unless --sensitivity)')
     if args.mode == 'fmp':
@@ -199,7 +205,8 @@ def run(args) -> int:
             model, out_dir=args.out_dir, steps=args.steps, ratio=args.ratio if budget is None else None,
             budget=budget, importance=args.importance, round_to=args.round_to, finetune=finetune,
             val_set=val_set, device=args.device, grad_batch_fn=grad_batch if cache else None,
-            resume=args.resume, measure_before=not args.no_before, finetune_iters=ramp)
+            resume=args.resume, measure_before=not args.no_before, finetune_iters=ramp,
+            timing=not args.no_timing)
     except ScheduleMismatchError as exc:
         raise UserError(f'--resume: {exc}') from None
     output = args.output or os.path.join(args.out_dir, 'pruned.pth')
@@ -300,18 +307,19 @@ def other_modes(model, args) -> int:
         model, rows = progressive_kernel_prune(
             model, out_dir=args.out_dir, count=args.kernel_prune,
             target_latency_ms=args.target_latency_ms, finetune=finetune, val_set=val_set,
-            device=args.device)
+            device=args.device, timing=not args.no_timing)
     else:
         os.makedirs(args.out_dir, exist_ok=True)
-        rows = [{'step': 0, **measure_row(model, val_set, args.device)}]
+        rows = [{'step': 0, **measure_row(model, val_set, args.device, not args.no_timing)}]
         if args.mode == 'bias':
             removed = bias_prune(model, args.bias_keep)
             print(f'removed the biases of {len(removed)} convs: {", ".join(removed)}')
         finetune, _ = finetuner_and_data(model, args)
-        before = measure_row(model, val_set, args.device).get('psnr_y')
+        before = psnr_only(model, val_set, args.device) if finetune is not None and val_set is not None else None
         if finetune is not None:
             finetune(model)
-        rows.append({'step': 1, **measure_row(model, val_set, args.device), 'psnr_y_before_ft': before})
+        rows.append({'step': 1, **measure_row(model, val_set, args.device, not args.no_timing),
+                     'psnr_y_before_ft': before})
         save_state_dict(model.state_dict(), os.path.join(args.out_dir, 'step_01.pth'))
         write_logs(rows, args.out_dir)
     return write_result(model, rows, output)

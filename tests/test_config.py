@@ -126,7 +126,7 @@ def test_pruning_run_repeats_from_its_written_recipe(tmp_path):
     save_state_dict(branch_to_parallel(BranchRFDN.from_rfdn(RFDN(nf=12))).state_dict(), str(src))
     first = tmp_path / 'first'
     assert prune.main(['--input', str(src), '--out_dir', str(first), '--steps', '2', '--ratio', '0.4',
-                       '--finetune_iters', '0', '--val_hr_dir', 'none']) == 0
+                       '--finetune_iters', '0', '--val_hr_dir', 'none', '--no_timing']) == 0
     recipe = read_config(str(first / 'config.yaml'))
     assert recipe['steps'] == 2 and recipe['ratio'] == 0.4 and recipe['input'] == str(src)
     again = tmp_path / 'again'
@@ -157,7 +157,7 @@ RECIPE_SCRIPTS = {
               'ablation/shipped_refine_l2', 'ablation/shipped_refine_l2_lr1e-5',
               'ablation/shipped_refine_lr1e-3', 'ablation/rfdn_prune_ramp_final_finetune',
               'ablation/rfdn_prune_ramp_round8_final_finetune',
-              'ablation/rfdn_prune_ramp_round8_final_finetune_4000'],
+              'ablation/rfdn_prune_ramp_round8_final_finetune_4000', 'ablation/rfdn_cp_refine_patch80'],
     'prune': ['prfdn/prune', 'clb_imdn/block_prune', 'rlfn_kp/kernel', 'rlfn_kp/bias', 'fmp/channel',
               'fmp/weight', 'fmp/total_fixed', 'fmp/total', 'ablation/stage7_prune_ft60',
               'ablation/srfdb_first_block_prune_ft60', 'ablation/srfdb_first_block_prune_ft60_group_norm',

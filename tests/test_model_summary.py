@@ -125,6 +125,63 @@ class TwoBranches(nn.Module):
         return self.a(x) + self.b(x)
 
 
+class ReadsValues(nn.Module):
+    """A forward that reads a value (as some published entries do): the meta device cannot run it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        y = self.act(self.conv(x))
+        return y * 2 if float(y.mean()) > -1 else y
+
+
+def test_a_forward_the_meta_device_cannot_run_is_counted_for_real():
+    model = ReadsValues()
+    assert ms.ntire_flops(model, (3, 16, 16)) == 27 * 8 * 256 + 8 * 256
+    assert ms.ntire_activations(model, (3, 16, 16)) == (8 * 256, 1)
+
+
+def _every_family(repo_root, shared_dir):
+    """(label, model): each shipped checkpoint and official baseline, the training and pruning
+    forms (branch model, parallel model with and without its concatenations and splits as
+    convs, CLB-IMDN) and the ten published NTIRE 2024 entries as test_demo.py loads them."""
+    import glob
+
+    from models import RFDN, BranchRFDN
+    from models.clb_imdn import CLBIMDN
+    from utils.compress.reparam import branch_to_parallel
+    from utils.engine.entries import load_entry, read_entry_list
+    torch.manual_seed(0)
+    cases = [(os.path.basename(p), load_model(p)) for p in
+             sorted(glob.glob(os.path.join(repo_root, 'model_zoo', 'team01_*.pth')))
+             + [os.path.join(shared_dir, 'pretrained', f) for f in sorted(EXPECTED)]]
+    branch = BranchRFDN.from_rfdn(RFDN(nf=16, num_modules=4))
+    cases += [('BranchRFDN', branch), ('ParallelRFDN', branch_to_parallel(branch)),
+              ('ParallelRFDN, convs', branch_to_parallel(branch, cat_as_conv=True, split_as_conv=True)),
+              ('CLBIMDN', CLBIMDN(nc=16, nb=2))]
+    for spec in read_entry_list(os.path.join(repo_root, 'options', 'ntire2024_entries.yaml')):
+        cases.append((spec.name, load_entry(spec, 4, log=lambda *a: None)))
+    return cases
+
+
+@pytest.mark.slow
+def test_shape_only_counts_equal_real_counts(repo_root, shared_dir, monkeypatch, one_thread):
+    """FLOPs and activations counted on the meta device equal those of a real forward, to the
+    unit, for every model family and published entry; none of them needs the real forward."""
+    monkeypatch.setenv('ESR_SHARED', shared_dir)
+    for label, model in _every_family(repo_root, shared_dir):
+        model.eval()
+        real = ms.ntire_flops(model, (3, 64, 64), shapes_only=False), \
+            ms.ntire_activations(model, (3, 64, 64), shapes_only=False)
+        with monkeypatch.context() as m:
+            m.setattr(ms, 'dummy_input', lambda *a, label=label: pytest.fail(f'{label}: counted for real'))
+            meta = ms.ntire_flops(model, (3, 64, 64)), ms.ntire_activations(model, (3, 64, 64))
+        assert meta == real and real[0] > 0, (label, meta, real)
+
+
 def test_longest_conv_path_small():
     seq = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
                         nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 3, 1))

@@ -1,4 +1,5 @@
 """Channel pruning (Torch-Pruning): exactness, budgets, every family, bad input."""
+import json
 import os
 import subprocess
 import sys
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from models import IMDN, RFDN, RLFN, BranchRFDN, load_model, model_from_state_dict
-from utils.compress.prune_loop import finetune_ramp, iterative_prune
+from utils.compress.prune_loop import finetune_ramp, iterative_prune, progressive_kernel_prune
 from utils.compress.pruning import (
     channel_groups,
     example_input,
@@ -102,12 +103,16 @@ def test_budget_schedule_is_geometric_and_lands_on_the_target(tmp_path):
     start = size_of(prepare_for_pruning(model), 'flops')
     target = 0.3 * start
     _, rows = iterative_prune(model, out_dir=str(tmp_path), steps=3, budget=('flops', target),
-                              importance='l1', progress=lambda *a: None)
+                              importance='l1', progress=lambda *a: None, timing=False)
     assert [r['step'] for r in rows] == [0, 1, 2, 3]
     for r in rows[1:]:
         goal = start * (target / start) ** (r['step'] / 3)
         assert abs(r['flops_G'] * 1e9 - goal) <= 0.02 * goal, (r['step'], r['flops_G'], goal / 1e9)
     assert (tmp_path / 'step_03.pth').exists()
+    assert all('cpu_ms_256' not in r for r in rows)      # timing=False: no runtime in the log
+    with pytest.raises(UserError, match='latency'):
+        iterative_prune(model, out_dir=str(tmp_path / 'latency'), steps=2, budget=('latency_ms', 1.0),
+                        progress=lambda *a: None, timing=False)
 
 
 @pytest.mark.slow
@@ -129,7 +134,7 @@ def test_a_step_whose_goal_is_already_passed_only_finetunes(tmp_path, monkeypatc
     tuned = []
     _, rows = iterative_prune(model, out_dir=str(tmp_path), steps=4, budget=('flops', target),
                               importance='l1', finetune=lambda m: tuned.append(1),
-                              progress=lambda *a: None)
+                              progress=lambda *a: None, timing=False)
     goals = [start * 0.3 ** (k / 4) for k in (1, 2, 3, 4)]
     assert rows[1]['flops_G'] * 1e9 < goals[1]           # step 1 passed step 2's goal
     assert rows[2]['ratio'] == 0.0 and rows[2]['flops_G'] == rows[1]['flops_G']
@@ -154,6 +159,7 @@ def test_each_pruning_step_gets_its_own_finetuning_length(tmp_path):
     _, rows = iterative_prune(model, out_dir=str(tmp_path), steps=3, ratio=0.5, importance='l1',
                               finetune=finetune, progress=lambda *a: None, finetune_iters=[4, 6, 8])
     assert asked == [4, 6, 8] and [r['finetune_iters'] for r in rows[1:]] == [4, 6, 8]
+    assert all(r['cpu_ms_256'] > 0 for r in rows)         # timed by default
     with pytest.raises(ValueError, match='2 fine-tuning lengths for 3 steps'):
         iterative_prune(model, out_dir=str(tmp_path / 'b'), steps=3, ratio=0.5, finetune=finetune,
                         finetune_iters=[4, 6])
@@ -195,7 +201,8 @@ def test_prune_cli_steps_log_and_bad_input(repo_root, tmp_path):
            (['--ratio', '0'], 'must be in (0, 1)'),
            (['--target_params', '99999999'], 'not below the current'),
            (['--importance', 'magic'], 'unknown importance'),
-           (['--sensitivity'], 'is for --mode kernel or --mode block')]
+           (['--sensitivity'], 'is for --mode kernel or --mode block'),
+           (['--target_latency_ms', '50', '--no_timing'], 'drop --no_timing')]
     import prune
     for extra, needle in bad:   # in-process; tests/test_bad_input.py checks a real run's exit code
         with pytest.raises(UserError) as caught:
@@ -236,13 +243,18 @@ def test_kernel_bias_block_modes_cli(repo_root, tmp_path):
     rlfn = tmp_path / 'rlfn.pth'
     save_state_dict(RLFN(feature_channels=12, mid_channels=10, esa_channels=4, num_blocks=2).state_dict(),
                     str(rlfn))
-    common = ['--finetune_iters', '0', '--val_hr_dir', str(val)]
+    common = ['--finetune_iters', '0', '--val_hr_dir', str(val), '--no_timing']
     r = _cli(repo_root, '--mode', 'kernel', '--input', str(rlfn), '--kernel_prune', '2',
              '--out_dir', str(tmp_path / 'kp'), *common)
     assert r.returncode == 0, r.stderr
     kp = load_model(str(tmp_path / 'kp' / 'pruned.pth'))
     assert sum(m.kernel_size == (1, 1) and 'esa' not in n and n.endswith(('_r', 'conv_2', '0'))
                for n, m in kp.named_modules() if isinstance(m, torch.nn.Conv2d)) >= 2
+    log = json.loads((tmp_path / 'kp' / 'prune_log.json').read_text())
+    assert len(log) == 3 and all('cpu_ms_256' not in row and 'psnr_y' in row for row in log)
+    with pytest.raises(UserError, match='latency target needs the runtime'):
+        progressive_kernel_prune(kp, out_dir=str(tmp_path / 'kp_latency'), target_latency_ms=5.0,
+                                 val_set=object(), timing=False)
     r = _cli(repo_root, '--mode', 'bias', '--input', str(tmp_path / 'kp' / 'pruned.pth'),
              '--out_dir', str(tmp_path / 'bp'), *common)
     assert r.returncode == 0, r.stderr

@@ -42,11 +42,15 @@ class ScheduleMismatchError(UserError):
     started with."""
 
 
-def measure_row(model, val_set, device) -> dict:
-    x = torch.rand(1, 3, 256, 256, device=device) * model.input_range
+def measure_row(model, val_set, device, timing: bool = True) -> dict:
+    """One pruning-log row: params, FLOPs at a 256² LR (NTIRE hooks and fvcore), the median of
+    three timed 256² calls (`cpu_ms_256`, left out without `timing`) and, with a validation
+    set, its mean PSNR-Y."""
     row = {'params_M': count_params(model) / 1e6, 'flops_G': ntire_flops(model) / 1e9,
-           'fvcore_G': fvcore_flops(model) / 1e9,
-           'cpu_ms_256': measure_runtime(model, x, warmup=1, repeats=3)['median_ms']}
+           'fvcore_G': fvcore_flops(model) / 1e9}
+    if timing:
+        x = torch.rand(1, 3, 256, 256, device=device) * model.input_range
+        row['cpu_ms_256'] = measure_runtime(model, x, warmup=1, repeats=3)['median_ms']
     if val_set is not None:
         res = evaluate(model.eval(), val_set, device, progress=False, warmup=False)
         row['psnr_y'] = sum(res['psnr_y']) / len(res['psnr_y'])
@@ -118,7 +122,7 @@ def iterative_prune(model, *, out_dir: str, steps: int, ratio: float | None = No
                     budget: tuple | None = None, importance: str = 'l1', round_to: int | None = None,
                     finetune=None, val_set=None, device='cpu', grad_batch_fn=None,
                     resume: bool = False, progress=print, measure_before: bool = True,
-                    finetune_iters: list | None = None) -> tuple:
+                    finetune_iters: list | None = None, timing: bool = True) -> tuple:
     """Prune `model` in `steps` steps, fine-tuning after each with `finetune(model)`
     (`finetune(model, iters=finetune_iters[k])` after step k + 1 when a per-step list is given).
 
@@ -126,11 +130,14 @@ def iterative_prune(model, *, out_dir: str, steps: int, ratio: float | None = No
     steps as in the PRFDN paper) or `budget` = (metric, target) with metric in params / flops /
     latency_ms: each step aims at a geometric interpolation between the start and the
     target, and the last lands within 2% of it (a step whose goal an earlier step already
-    passed prunes nothing and only fine-tunes, logged with ratio 0). Returns (model, rows).
+    passed prunes nothing and only fine-tunes, logged with ratio 0). Without `timing` the rows
+    carry no 256² runtime (a latency budget needs it). Returns (model, rows).
     """
     if finetune_iters is not None and len(finetune_iters) != steps:
         raise ValueError(f'{len(finetune_iters)} fine-tuning lengths for {steps} steps')
     make_importance(importance)                     # unknown names fail before any work
+    if not timing and budget is not None and budget[0] == 'latency_ms':
+        raise UserError('a latency target needs the runtime of every step, and timing is off')
     if steps < 1:
         raise UserError(f'the number of steps must be at least 1, got {steps}')
     os.makedirs(out_dir, exist_ok=True)
@@ -166,7 +173,7 @@ def iterative_prune(model, *, out_dir: str, steps: int, ratio: float | None = No
             raise UserError(f'target {metric} {target:.4g} is not below the current '
                             f'{plan["start_value"]:.4g}')
     if not rows:
-        rows = [{'step': 0, 'ratio': 0.0, **measure_row(model, val_set, device)}]
+        rows = [{'step': 0, 'ratio': 0.0, **measure_row(model, val_set, device, timing)}]
         write_logs(rows, out_dir)
     atomic_write_text(plan_path, json.dumps(plan, indent=1))
     ratios = schedule_ratios(ratio, steps) if budget is None else None
@@ -197,16 +204,17 @@ def iterative_prune(model, *, out_dir: str, steps: int, ratio: float | None = No
             finetune(model, iters=finetune_iters[step - 1])
         elif finetune is not None:
             finetune(model)
-        row = {'step': step, 'ratio': r, **measure_row(model, val_set, device),
+        row = {'step': step, 'ratio': r, **measure_row(model, val_set, device, timing),
                'psnr_y_before_ft': before, 'widths': conv_widths(model)}
         if finetune is not None and finetune_iters is not None:
             row['finetune_iters'] = finetune_iters[step - 1]
         rows.append(row)
         save_state_dict(model.state_dict(), os.path.join(out_dir, f'step_{step:02d}.pth'))
         write_logs(rows, out_dir)
+        time_text = f', {row["cpu_ms_256"]:.0f} ms' if 'cpu_ms_256' in row else ''
         psnr_text = f', PSNR-Y {row["psnr_y"]:.3f} dB' if 'psnr_y' in row else ''
-        progress(f'step {step}/{steps}: params {row["params_M"]:.4f} M, FLOPs {row["flops_G"]:.2f} G, '
-                 f'{row["cpu_ms_256"]:.0f} ms{psnr_text}')
+        progress(f'step {step}/{steps}: params {row["params_M"]:.4f} M, FLOPs {row["flops_G"]:.2f} G'
+                 f'{time_text}{psnr_text}')
         if budget is not None:
             metric, target = budget
             value = size_of(model, metric, device) if metric != 'latency_ms' else row['cpu_ms_256']
@@ -217,18 +225,20 @@ def iterative_prune(model, *, out_dir: str, steps: int, ratio: float | None = No
 
 def progressive_kernel_prune(model, *, out_dir: str, count: int | None = None,
                              target_latency_ms: float | None = None, finetune=None,
-                             val_set=None, device='cpu', progress=print) -> tuple:
+                             val_set=None, device='cpu', progress=print, timing: bool = True) -> tuple:
     """AdvancedSR's stage 1: replace eligible k×k convs by 1×1 (centre-weight init) one at a
     time, the conv whose response relies most on its centre tap first (re-measured after
     every replacement), fine-tuning in between; stop after `count` convs or once the
-    256² latency is at or below `target_latency_ms`."""
+    256² latency is at or below `target_latency_ms` (which needs `timing`)."""
     if count is None and target_latency_ms is None:
         raise UserError('kernel pruning needs a number of convs or a target latency')
+    if target_latency_ms is not None and not timing:
+        raise UserError('a latency target needs the runtime of every step, and timing is off')
     if val_set is None:
         raise UserError('kernel pruning ranks convs on the validation images: no validation set given')
     os.makedirs(out_dir, exist_ok=True)
     images = [uint8_to_tensor(item.load_lr(), model.input_range).to(device) for item in val_set.items]
-    rows = [{'step': 0, 'ratio': None, **measure_row(model, val_set, device)}]
+    rows = [{'step': 0, 'ratio': None, **measure_row(model, val_set, device, timing)}]
     write_logs(rows, out_dir)
     step = 0
     while True:
@@ -244,14 +254,15 @@ def progressive_kernel_prune(model, *, out_dir: str, count: int | None = None,
         name = max(shares, key=shares.get)
         replace_with_1x1(model, [name])
         step += 1
-        before = measure_row(model, val_set, device).get('psnr_y') if finetune else None
+        before = psnr_only(model, val_set, device) if finetune else None
         if finetune is not None:
             finetune(model)
         row = {'step': step, 'ratio': None, 'conv': name, 'centre_share': shares[name],
-               **measure_row(model, val_set, device), 'psnr_y_before_ft': before}
+               **measure_row(model, val_set, device, timing), 'psnr_y_before_ft': before}
         rows.append(row)
         save_state_dict(model.state_dict(), os.path.join(out_dir, f'step_{step:02d}.pth'))
         write_logs(rows, out_dir)
+        time_text = f', {row["cpu_ms_256"]:.0f} ms' if 'cpu_ms_256' in row else ''
         progress(f'step {step}: {name} (centre share {shares[name]:.3f}) -> 1×1; '
-                 f'{row["flops_G"]:.2f} G, {row["cpu_ms_256"]:.0f} ms, PSNR-Y {row["psnr_y"]:.3f} dB')
+                 f'{row["flops_G"]:.2f} G{time_text}, PSNR-Y {row["psnr_y"]:.3f} dB')
     return model, rows

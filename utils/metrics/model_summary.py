@@ -98,30 +98,53 @@ def run_with_hooks(model: nn.Module, x: torch.Tensor, hook) -> None:
             h.remove()
 
 
-def ntire_flops(model: nn.Module, input_shape=DEFAULT_INPUT) -> int:
-    """FLOPs of one forward pass by the NTIRE 2022/2023 hook method (see module doc)."""
-    total = [0]
+def hooked_values(model: nn.Module, input_shape, value, shapes_only: bool = True) -> list:
+    """The non-None `value(module, inputs, output)` of every module call in one no-grad forward
+    of a (1, *input_shape) input, in call order.
 
-    def hook(module, inputs, output):
-        flops = hook_flops(module, inputs, output)
-        if flops:
-            total[0] += int(flops)
+    `value` must read only shapes (as the NTIRE counters do): with `shapes_only` the forward runs
+    on a copy of the model on PyTorch's meta device, which propagates shapes without doing the
+    arithmetic, so that counting a 256² forward costs milliseconds once the meta kernels are
+    loaded (about 2 s, once per process), where pruning to a FLOPs budget counts after every
+    trial. A model whose forward the meta device cannot run (code that reads values, e.g.
+    `.item()`) runs for real on a 0–1 random input instead.
+    """
+    def collect(net, x):
+        values = []
 
-    run_with_hooks(model, dummy_input(model, input_shape), hook)
-    return total[0]
+        def record(module, inputs, output):
+            v = value(module, inputs, output)
+            if v is not None:
+                values.append(v)
+
+        run_with_hooks(net, x, record)
+        return values
+
+    if shapes_only:
+        p = next(model.parameters(), None)
+        dtype = p.dtype if p is not None else torch.float32
+        try:
+            clone = copy.deepcopy(model).to('meta')
+            return collect(clone, torch.empty(1, *input_shape, device='meta', dtype=dtype))
+        except Exception:  # noqa: BLE001 (any op without a meta kernel: count the real way)
+            pass
+    return collect(model, dummy_input(model, input_shape))
 
 
-def ntire_activations(model: nn.Module, input_shape=DEFAULT_INPUT) -> tuple[int, int]:
+def ntire_flops(model: nn.Module, input_shape=DEFAULT_INPUT, shapes_only: bool = True) -> int:
+    """FLOPs of one forward pass by the NTIRE 2022/2023 hook method (see module doc); the same
+    count with or without `shapes_only` (see `hooked_values`)."""
+    return sum(int(f) for f in hooked_values(model, input_shape, hook_flops, shapes_only) if f)
+
+
+def ntire_activations(model: nn.Module, input_shape=DEFAULT_INPUT,
+                      shapes_only: bool = True) -> tuple[int, int]:
     """(activations, conv calls): elements output by every conv (and linear) call, and calls."""
-    acts, convs = [0], [0]
+    def conv_output(module, inputs, output):
+        return output.numel() if isinstance(module, _ACTIVATION_TYPES) else None
 
-    def hook(module, inputs, output):
-        if isinstance(module, _ACTIVATION_TYPES):
-            acts[0] += output.numel()
-            convs[0] += 1
-
-    run_with_hooks(model, dummy_input(model, input_shape), hook)
-    return acts[0], convs[0]
+    sizes = hooked_values(model, input_shape, conv_output, shapes_only)
+    return sum(sizes), len(sizes)
 
 
 def fvcore_flops(model: nn.Module, input_shape=DEFAULT_INPUT) -> int:
