@@ -161,11 +161,12 @@ def test_prune_cli_fmp(repo_root, tmp_path):
     assert abs(report['total_ratio'] - 60.0) <= 1.2 and report['steps']
     model = load_model(str(out / 'pruned.pth'))
     assert sparse_size(model, None, 'params') == pytest.approx(report['final'])
+    import prune  # refusals in-process; tests/test_bad_input.py checks a real run's exit code
     for extra, needle in ((['--fmp_target', '0.6', '--fmp_criterion', 'magic'], '--fmp_criterion'),
                           (['--fmp_target', '1.5'], 'must be in (0, 1)'),
                           (['--fmp_target', '0'], 'must be in (0, 1)'),
                           (['--fmp_target', '0.6', '--fmp_metric', 'latency'], '--fmp_metric')):
-        r = _cli(repo_root, *common, '--out_dir', str(tmp_path / 'bad'), *extra)
-        assert r.returncode == 2 and needle in r.stderr and 'Traceback' not in r.stderr, r.stderr
-        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        with pytest.raises(UserError) as caught:
+            prune.main([*common, '--out_dir', str(tmp_path / 'bad'), *extra])
+        assert needle in str(caught.value) and '\n' not in str(caught.value), str(caught.value)
         assert not (tmp_path / 'bad' / 'pruned.pth').exists()

@@ -10,6 +10,7 @@ import torch.nn as nn
 from models import RFDN, BranchRFDN, ParallelRFDN, model_from_state_dict
 from utils.compress.reparam import branch_to_parallel, fold_parallel, merge_block_diagonal
 from utils.io.checkpoint import save_state_dict
+from utils.io.errors import UserError
 
 
 def random_branch(nf, scale, n=4, seed=0):
@@ -93,15 +94,18 @@ def test_reparam_cli_and_refusals(repo_root, tmp_path):
     rfdn = tmp_path / 'rfdn.pth'
     save_state_dict(RFDN(nf=8).state_dict(), str(rfdn))
     bad_out = tmp_path / 'never.pth'
-    r = _cli(repo_root, '--input', str(rfdn), '--output', str(bad_out))
-    assert r.returncode == 2 and 'not a BranchRFDN' in r.stderr and 'Traceback' not in r.stderr
+    # in-process (tests/test_bad_input.py checks a real run's exit code and one-line message)
+    import reparam
+    with pytest.raises(UserError, match='not a BranchRFDN'):
+        reparam.main(['--input', str(rfdn), '--output', str(bad_out)])
     from models.blocks import apply_conv_overrides
     odd = random_branch(8, 4)
     apply_conv_overrides(odd, {'S2.c1_d': (8, 3, 1, True), 'S2.c5': (7, 8, 1, True)})
     odd_path = tmp_path / 'odd.pth'
     save_state_dict(odd.state_dict(), str(odd_path))
-    r = _cli(repo_root, '--input', str(odd_path), '--output', str(bad_out))
-    assert r.returncode == 2 and 'not mergeable' in r.stderr and 'differ in width' in r.stderr
+    with pytest.raises(UserError, match='not mergeable') as caught:
+        reparam.main(['--input', str(odd_path), '--output', str(bad_out)])
+    assert 'differ in width' in str(caught.value) and '\n' not in str(caught.value)
     assert not bad_out.exists()
 
 
@@ -123,5 +127,7 @@ def test_collapse_cli(repo_root, tmp_path):
     x = torch.rand(1, 3, 16, 16)
     with torch.no_grad():
         assert (plain(x) - clb.eval()(x)).abs().max() < 1e-4
-    r = _cli(repo_root, '--mode', 'collapse', '--input', str(out), '--output', str(tmp_path / 'x.pth'))
-    assert r.returncode == 2 and 'Traceback' not in r.stderr and not (tmp_path / 'x.pth').exists()
+    import reparam
+    with pytest.raises(UserError):          # a plain IMDN has nothing to collapse
+        reparam.main(['--mode', 'collapse', '--input', str(out), '--output', str(tmp_path / 'x.pth')])
+    assert not (tmp_path / 'x.pth').exists()

@@ -105,7 +105,7 @@ def size_of(model: nn.Module, metric: str, device='cpu') -> float:
     if metric == 'params':
         return float(count_params(model))
     if metric == 'flops':
-        return float(ntire_flops(model))
+        return float(ntire_flops(model, shapes_only=True))  # counted after every bisection trial
     if metric == 'latency_ms':
         x = torch.rand(1, 3, 256, 256, device=device) * getattr(model, 'input_range', 255.0)
         return measure_runtime(model, x, warmup=1, repeats=5)['median_ms']

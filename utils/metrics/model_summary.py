@@ -98,16 +98,17 @@ def run_with_hooks(model: nn.Module, x: torch.Tensor, hook) -> None:
             h.remove()
 
 
-def hooked_values(model: nn.Module, input_shape, value, shapes_only: bool = True) -> list:
+def hooked_values(model: nn.Module, input_shape, value, shapes_only: bool = False) -> list:
     """The non-None `value(module, inputs, output)` of every module call in one no-grad forward
     of a (1, *input_shape) input, in call order.
 
-    `value` must read only shapes (as the NTIRE counters do): with `shapes_only` the forward runs
-    on a copy of the model on PyTorch's meta device, which propagates shapes without doing the
-    arithmetic, so that counting a 256² forward costs milliseconds once the meta kernels are
-    loaded (about 2 s, once per process), where pruning to a FLOPs budget counts after every
-    trial. A model whose forward the meta device cannot run (code that reads values, e.g.
-    `.item()`) runs for real on a 0–1 random input instead.
+    By default the forward runs for real on a 0–1 random input. With `shapes_only` (for a
+    `value` that reads only shapes, as the NTIRE counters do) it runs on a copy of the model on
+    PyTorch's meta device, which propagates shapes without the arithmetic: a 256² count then
+    costs milliseconds, but the first one in a process loads the meta kernels (about 2 s), so
+    it pays where a process counts many times (pruning to a FLOPs budget counts after every
+    trial). A model whose forward the meta device cannot run (code that reads values, e.g.
+    `.item()`) runs for real instead.
     """
     def collect(net, x):
         values = []
@@ -131,14 +132,14 @@ def hooked_values(model: nn.Module, input_shape, value, shapes_only: bool = True
     return collect(model, dummy_input(model, input_shape))
 
 
-def ntire_flops(model: nn.Module, input_shape=DEFAULT_INPUT, shapes_only: bool = True) -> int:
+def ntire_flops(model: nn.Module, input_shape=DEFAULT_INPUT, shapes_only: bool = False) -> int:
     """FLOPs of one forward pass by the NTIRE 2022/2023 hook method (see module doc); the same
     count with or without `shapes_only` (see `hooked_values`)."""
     return sum(int(f) for f in hooked_values(model, input_shape, hook_flops, shapes_only) if f)
 
 
 def ntire_activations(model: nn.Module, input_shape=DEFAULT_INPUT,
-                      shapes_only: bool = True) -> tuple[int, int]:
+                      shapes_only: bool = False) -> tuple[int, int]:
     """(activations, conv calls): elements output by every conv (and linear) call, and calls."""
     def conv_output(module, inputs, output):
         return output.numel() if isinstance(module, _ACTIVATION_TYPES) else None
