@@ -32,8 +32,7 @@ from utils.metrics.model_summary import (
     fvcore_flops,
     longest_conv_path,
     measure_runtime,
-    ntire_activations,
-    ntire_flops,
+    ntire_counts,
 )
 
 SHARED = shared_dir()
@@ -103,9 +102,9 @@ def max_difference(a, b, image_path: str | None) -> dict:
 
 
 def describe(model, runtime: bool) -> dict:
-    acts, convs = ntire_activations(model)
+    flops, _, convs = ntire_counts(model)
     row = {'model': type(model).__name__, 'params M': count_params(model) / 1e6,
-           'FLOPs G': ntire_flops(model) / 1e9, 'fvcore G': fvcore_flops(model) / 1e9,
+           'FLOPs G': flops / 1e9, 'fvcore G': fvcore_flops(model) / 1e9,
            '#conv': convs, 'serial convs': longest_conv_path(model)}
     if runtime:
         x = torch.rand(1, 3, 256, 256) * model.input_range

@@ -37,8 +37,7 @@ from utils.metrics.model_summary import (
     count_params,
     fvcore_flops,
     measure_runtime,
-    ntire_activations,
-    ntire_flops,
+    ntire_counts,
     sync,
     timed_call,
 )
@@ -352,14 +351,13 @@ def complexity(model, runtime_input: tuple | None = (3, 256, 256), device='cpu',
             rec['runtime_256'] = statistics.median([timed_call(model.upsample, lr)[1] for _ in range(5)])
         return rec
     label = label or type(model).__name__
-    acts = _count(ntire_activations, model, 'activations (NTIRE hooks)', label, log)
-    flops = _count(ntire_flops, model, 'FLOPs (NTIRE hooks)', label, log)
+    hooks = _count(ntire_counts, model, 'FLOPs and activations (NTIRE hooks)', label, log)
     flops_fvcore = _count(fvcore_flops, model, 'FLOPs (fvcore)', label, log)
     rec = {'num_parameters': count_params(model) / 1e6,
-           'flops': None if flops is None else flops / 1e9,
+           'flops': None if hooks is None else hooks[0] / 1e9,
            'flops_fvcore': None if flops_fvcore is None else flops_fvcore / 1e9,
-           'activations': None if acts is None else acts[0] / 1e6,
-           'num_conv': None if acts is None else acts[1]}
+           'activations': None if hooks is None else hooks[1] / 1e6,
+           'num_conv': None if hooks is None else hooks[2]}
     if runtime_input:
         p = next(model.parameters())
         x = torch.rand(1, *runtime_input, device=p.device, dtype=p.dtype) * model.input_range

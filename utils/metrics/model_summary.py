@@ -10,7 +10,7 @@
   biases and most element-wise ops ignored.
 - `thop_macs`: thop's `profile`, a third opinion.
 - `ntire_activations`: number of elements output by convolutions and number of conv calls
-  (the NTIRE `get_model_activation`).
+  (the NTIRE `get_model_activation`); `ntire_counts` gives both hook counts from one forward.
 - `measure_runtime`: CUDA events after warm-up on a GPU; on the CPU warm-up, repeats and
   the median of `time.perf_counter`. `sync` and `timed_call` are its parts, the one timer
   that `utils.engine.evaluate` times each image with.
@@ -132,20 +132,31 @@ def hooked_values(model: nn.Module, input_shape, value, shapes_only: bool = Fals
     return collect(model, dummy_input(model, input_shape))
 
 
+def ntire_counts(model: nn.Module, input_shape=DEFAULT_INPUT,
+                 shapes_only: bool = False) -> tuple[int, int, int]:
+    """(FLOPs, activations, conv calls) of one forward pass, counted in that one pass: FLOPs by
+    the NTIRE 2022/2023 hook method (see module doc), activations as the elements output by
+    every conv (and linear) call. The same counts with or without `shapes_only` (see
+    `hooked_values`)."""
+    def flops_and_output(module, inputs, output):
+        flops = hook_flops(module, inputs, output) or 0
+        activations = output.numel() if isinstance(module, _ACTIVATION_TYPES) else None
+        return (int(flops), activations) if flops or activations is not None else None
+
+    values = hooked_values(model, input_shape, flops_and_output, shapes_only)
+    sizes = [a for _, a in values if a is not None]
+    return sum(f for f, _ in values), sum(sizes), len(sizes)
+
+
 def ntire_flops(model: nn.Module, input_shape=DEFAULT_INPUT, shapes_only: bool = False) -> int:
-    """FLOPs of one forward pass by the NTIRE 2022/2023 hook method (see module doc); the same
-    count with or without `shapes_only` (see `hooked_values`)."""
-    return sum(int(f) for f in hooked_values(model, input_shape, hook_flops, shapes_only) if f)
+    """FLOPs of one forward pass by the NTIRE 2022/2023 hook method (see `ntire_counts`)."""
+    return ntire_counts(model, input_shape, shapes_only)[0]
 
 
 def ntire_activations(model: nn.Module, input_shape=DEFAULT_INPUT,
                       shapes_only: bool = False) -> tuple[int, int]:
     """(activations, conv calls): elements output by every conv (and linear) call, and calls."""
-    def conv_output(module, inputs, output):
-        return output.numel() if isinstance(module, _ACTIVATION_TYPES) else None
-
-    sizes = hooked_values(model, input_shape, conv_output, shapes_only)
-    return sum(sizes), len(sizes)
+    return ntire_counts(model, input_shape, shapes_only)[1:]
 
 
 def fvcore_flops(model: nn.Module, input_shape=DEFAULT_INPUT) -> int:
@@ -382,10 +393,10 @@ class PeakMemory:
 
 def summarize(model: nn.Module, input_shape=DEFAULT_INPUT, with_thop: bool = True) -> dict:
     """Every count in the units of the NTIRE tables (M params, G FLOPs, M activations)."""
-    acts, conv_calls = ntire_activations(model, input_shape)
+    flops, acts, conv_calls = ntire_counts(model, input_shape)
     out = {
         'num_parameters': count_params(model) / 1e6,
-        'flops': ntire_flops(model, input_shape) / 1e9,
+        'flops': flops / 1e9,
         'flops_fvcore': fvcore_flops(model, input_shape) / 1e9,
         'activations': acts / 1e6,
         'num_conv': conv_calls,
