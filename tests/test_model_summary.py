@@ -182,6 +182,29 @@ def test_shape_only_counts_equal_real_counts(repo_root, shared_dir, monkeypatch,
         assert meta == real and real[0] > 0, (label, meta, real)
 
 
+def test_committed_leaderboard_counts_are_what_the_counters_give(repo_root, shared_dir):
+    """docs/leaderboard_x4.json (the README leaderboard) holds, for RFDN and every shipped
+    checkpoint, the params, hook FLOPs, activations and #conv the counters give the files as they
+    are now: a re-shipped model needs a new leaderboard run."""
+    import json
+    with open(os.path.join(repo_root, 'docs', 'leaderboard_x4.json')) as f:
+        board = json.load(f)
+    from models.zoo import MODEL_ZOO
+    paths = {'rfdn_baseline': os.path.join(shared_dir, 'pretrained', 'rfdn_baseline.pth')}
+    for _, files in MODEL_ZOO.values():
+        if files[0].startswith('team01_'):                  # this repository's entries
+            paths[files[0][:-4]] = os.path.join(repo_root, 'model_zoo', files[0])
+    assert len(paths) == 6, sorted(paths)
+    for name, path in paths.items():
+        model = load_model(path).eval()
+        flops, acts, convs = ms.ntire_counts(model, shapes_only=True)
+        rec = board[name]
+        assert rec['num_parameters'] == pytest.approx(ms.count_params(model) / 1e6, rel=1e-9), name
+        assert rec['flops'] == pytest.approx(flops / 1e9, rel=1e-9), name
+        assert rec['activations'] == pytest.approx(acts / 1e6, rel=1e-9), name
+        assert rec['num_conv'] == convs, name
+
+
 def test_longest_conv_path_small():
     seq = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
                         nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 3, 1))
