@@ -20,6 +20,7 @@ import os
 import torch
 
 from models import CONVERSIONS, MODEL_REGISTRY, build_model, convert_from, load_model, load_recognised_model
+from models.expanded_kernel import expand_conv_kernels
 from utils.data import default_training_dirs, find_training_pairs, parse_patch_schedule
 from utils.data.eval_sets import folder_set
 from utils.data.schedule import SCHEDULE_FORMAT
@@ -61,6 +62,11 @@ def parse_args(argv=None):
     p.add_argument('--teacher_outputs', default=None,
                    help='with --distill output: read the teacher\'s output patches from this store '
                    '(python -m utils.engine.precompute) instead of running --teacher every step')
+    p.add_argument('--expand_kernels', type=int, default=0, metavar='GAIN',
+                   help='train every ungrouped conv with its kernel over-parametrized by a linear '
+                   '1×1 → k×k → 1×1 chain GAIN times as wide, starting at zero (SPAN\'s Conv3XC); '
+                   'model_last/model_best hold the collapsed kernels, so the model, its size and '
+                   'speed are unchanged (0: off)')
     p.add_argument('--loss', default='l1', choices=['l1', 'l2'])
     p.add_argument('--pixel_weight', type=float, default=1.0, help='0: no pixel loss (pure distillation)')
     p.add_argument('--trainable', nargs='+', default=None, help='only parameters matching these patterns train')
@@ -148,7 +154,7 @@ def check_args(args) -> None:
     for flag in ('scale', 'batch_size', 'patch_size', 'save_every', 'log_every', 'iters'):
         check_option(f'--{flag}', getattr(args, flag), at_least=1)
     for flag in ('workers', 'val_every', 'grad_clip', 'pixel_weight', 'distill_weight',
-                 'feature_weight'):
+                 'feature_weight', 'expand_kernels'):
         check_option(f'--{flag}', getattr(args, flag), at_least=0)
     check_option('--epochs', args.epochs, above=0)
     check_option('--lr', args.lr, above=0, below=1)
@@ -190,6 +196,9 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)  # what starts fresh (a new model, BranchRFDN's SRFDBs) is seeded too
     student = build_student(args)
     apply_sequential_branches(student, args.sequential_branches)
+    if args.expand_kernels:
+        expanded = expand_conv_kernels(student, args.expand_kernels)
+        print(f'{expanded} conv kernels expanded ×{args.expand_kernels} for training')
     if student.scale != args.scale:
         raise UserError(f'the model is ×{student.scale} but --scale is {args.scale}')
     try:
@@ -234,7 +243,7 @@ def main(argv=None) -> int:
             trainer.resume()
         except StateMismatchError as exc:
             raise UserError(f'cannot resume from {exc.path}: its model does not fit {exc.model_name} '
-                            f'(was --model changed?): {exc.problem}') from None
+                            f'(was --model or --expand_kernels changed?): {exc.problem}') from None
     elif os.path.isfile(trainer.state_path):
         raise UserError(f'{trainer.state_path} exists: pass --resume to continue it, or another --out_dir')
     if trainer.is_main:  # written once everything is checked and the run starts

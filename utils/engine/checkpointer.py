@@ -7,6 +7,7 @@ Files in the output folder:
                      numbers, loadable with weights_only=True)
     model_last.pth   plain model state_dict (what load_model / test_demo read)
     model_best.pth   plain model state_dict of the best validation PSNR-Y
+                     (both with expanded kernels collapsed: models.expanded_kernel)
 
 Every file is written through `utils.io.checkpoint.save_atomic` (temporary file, then
 rename): a kill during a save leaves the previous file intact and a `.tmp_*` file, which
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from models.expanded_kernel import plain_state_dict
 from utils.io.checkpoint import describe_mismatch, remove_stale_temp_files, save_atomic, save_state_dict
 from utils.io.errors import UserError
 
@@ -83,11 +85,11 @@ class Checkpointer:
         if not self.is_main:
             return
         save_atomic(self.state_dict(live, step, best_psnr), self.state_path)
-        save_state_dict(export.state_dict(), os.path.join(self.out_dir, LAST_MODEL_FILE))
+        save_state_dict(plain_state_dict(export), os.path.join(self.out_dir, LAST_MODEL_FILE))
 
     def save_best(self, model: nn.Module) -> None:
         if self.is_main:
-            save_state_dict(model.state_dict(), os.path.join(self.out_dir, BEST_MODEL_FILE))
+            save_state_dict(plain_state_dict(model), os.path.join(self.out_dir, BEST_MODEL_FILE))
 
     # -- resuming -----------------------------------------------------------------------
     def restore(self, live: TrainingState) -> tuple[int, float] | None:
