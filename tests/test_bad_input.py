@@ -337,7 +337,7 @@ def test_resume_with_another_model_names_the_keys(train_argv):
     assert train.main(argv()) == 0
     imdn = ['--model', 'IMDN', *argv('--resume', '--iters', '4')[4:]]   # no --pretrained: a fresh IMDN
     message = user_error(train.main, imdn)
-    assert 'its model does not fit IMDN (was --model changed?)' in message
+    assert 'its model does not fit IMDN (was --model or --expand_kernels changed?)' in message
     rfdn_keys = set(RFDN(nf=8, num_modules=2).state_dict())
     imdn_keys = set(IMDN().state_dict())
     assert 'missing' in message and 'unexpected' in message

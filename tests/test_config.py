@@ -159,7 +159,9 @@ RECIPE_SCRIPTS = {
               'ablation/rfdn_prune_ramp_round8_final_finetune',
               'ablation/rfdn_prune_ramp_round8_final_finetune_4000', 'ablation/rfdn_cp_refine_patch80',
               'ablation/srfdb_first_block_prune_ramp_final_finetune',
-              'ablation/srfdb_first_block_prune_ramp_refine_patch80'],
+              'ablation/srfdb_first_block_prune_ramp_refine_patch80',
+              'ablation/srfdb_first_block_prune_ramp_refine_patch80_expanded',
+              'ablation/srfdb_first_block_prune_ramp_final_finetune_expanded'],
     'prune': ['prfdn/prune', 'clb_imdn/block_prune', 'rlfn_kp/kernel', 'rlfn_kp/bias', 'fmp/channel',
               'fmp/weight', 'fmp/total_fixed', 'fmp/total', 'ablation/stage7_prune_ft60',
               'ablation/srfdb_first_block_prune_ft60', 'ablation/srfdb_first_block_prune_ft60_group_norm',
@@ -167,7 +169,8 @@ RECIPE_SCRIPTS = {
               'ablation/rfdn_prune_ramp_round8', 'ablation/srfdb_first_block_prune_ramp'],
     'reparam': ['prfdn/merge', 'prfdn/fold', 'clb_imdn/collapse', 'ablation/stage7_merge',
                 'ablation/srfdb_first_block_merge', 'ablation/stage7_prune_ramp_fold',
-                'ablation/stage7_prune_ramp_size049_fold', 'ablation/srfdb_first_block_prune_ramp_fold'],
+                'ablation/stage7_prune_ramp_size049_fold', 'ablation/srfdb_first_block_prune_ramp_fold',
+                'ablation/srfdb_first_block_prune_ramp_expanded_fold'],
 }
 
 
