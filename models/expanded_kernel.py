@@ -43,7 +43,7 @@ class ExpandedKernel(nn.Module):
         kh, kw = kernel_size
         inner_in, inner_out = gain * in_channels, gain * out_channels
         kwargs = {'device': device, 'dtype': dtype}
-        # A and M at unit-gain scale, so B's updates move W_eff about as much as updates of W do
+        # A and M with variance 1/fan-in, so that the chain's kernel is on the scale of a conv's
         self.expand = nn.Parameter(torch.randn(inner_in, in_channels, **kwargs) / math.sqrt(in_channels))
         self.spatial = nn.Parameter(torch.randn(inner_out, inner_in, kh, kw, **kwargs)
                                     / math.sqrt(inner_in * kh * kw))
