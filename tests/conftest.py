@@ -47,6 +47,46 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture()
+def script_in_process(repo_root):
+    """Run a script as `python <script>.py ARGS` from the repository root would, in this
+    process, on one thread.
+
+    `script_in_process('prune', '--input', path, ...)` (or 'prune.py') returns a
+    `subprocess.CompletedProcess` (returncode, stdout, stderr): the script's `main(argv)` wrapped
+    in the same `run_cli` as its `__main__`, so a UserError is exit code 2 and one `error: ...`
+    line on stderr.
+    It saves the 2-3 s that a new interpreter spends importing torch; tests/test_bad_input.py
+    runs every script once as a real process."""
+    import contextlib
+    import importlib
+    import io
+    import subprocess
+
+    import torch
+
+    from utils.io.errors import run_cli
+
+    def run(script, *args):
+        argv, name = [str(a) for a in args], script.removesuffix('.py')
+        main = importlib.import_module(name).main
+        out, err = io.StringIO(), io.StringIO()
+        threads, cwd = torch.get_num_threads(), os.getcwd()
+        torch.set_num_threads(1)
+        os.chdir(repo_root)     # relative defaults resolve as in a run from the repository root
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                run_cli(lambda: main(argv))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        finally:
+            torch.set_num_threads(threads)
+            os.chdir(cwd)
+        return subprocess.CompletedProcess([f'{name}.py', *argv], code, out.getvalue(), err.getvalue())
+    return run
+
+
 @pytest.fixture(autouse=True)
 def grad_mode_restored():
     """Scripts run in-process (main(argv)) must not leak a global grad mode into later tests."""

@@ -1,8 +1,5 @@
 """FMP-style joint channel + weight pruning (utils/compress/fmp.py): budgets, shares, masks, CLI."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -141,19 +138,14 @@ def test_masks_survive_finetuning(tmp_path):
     assert sparse_size(again, None, 'params') == pytest.approx(report['final'])
 
 
-def _cli(repo_root, *args):
-    return subprocess.run([sys.executable, 'prune.py', *args], cwd=repo_root, capture_output=True,
-                          text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS='1'))
-
-
 @pytest.mark.slow
-def test_prune_cli_fmp(repo_root, tmp_path):
+def test_prune_cli_fmp(script_in_process, tmp_path):
     src = tmp_path / 'rfdn.pth'
     save_state_dict(small_rfdn().state_dict(), str(src))
     out = tmp_path / 'run'
     common = ['--mode', 'fmp', '--input', str(src), '--finetune_iters', '0', '--val_hr_dir', 'none']
-    r = _cli(repo_root, *common, '--out_dir', str(out), '--fmp_metric', 'params', '--fmp_target', '0.6',
-             '--fmp_criterion', 'total_fixed')
+    r = script_in_process('prune', *common, '--out_dir', str(out), '--fmp_metric', 'params', '--fmp_target', '0.6',
+                          '--fmp_criterion', 'total_fixed')
     assert r.returncode == 0, r.stderr
     line = [x for x in r.stdout.splitlines() if x.startswith('FMP ')]
     assert len(line) == 1 and 'total ratio' in line[0] and 'weight prune ratio' in line[0], r.stdout

@@ -1,6 +1,5 @@
 """Channel pruning (Torch-Pruning): exactness, budgets, every family, bad input."""
 import json
-import os
 import subprocess
 import sys
 
@@ -176,11 +175,6 @@ def test_schedule_is_the_seeds():
             schedule_ratios(bad, 4)
 
 
-def _cli(repo_root, *args):
-    return subprocess.run([sys.executable, 'prune.py', *args], cwd=repo_root, capture_output=True,
-                          text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS='1'))
-
-
 @pytest.mark.slow
 def test_prune_cli_steps_log_and_bad_input(repo_root, tmp_path):
     torch.manual_seed(0)
@@ -215,25 +209,25 @@ def test_prune_cli_steps_log_and_bad_input(repo_root, tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_keeps_completed_steps(repo_root, tmp_path):
+def test_resume_keeps_completed_steps(script_in_process, tmp_path):
     torch.manual_seed(0)
     src = tmp_path / 'rfdn.pth'
     save_state_dict(RFDN(nf=12, num_modules=2).state_dict(), str(src))
     out = tmp_path / 'run'
     common = ['--input', str(src), '--out_dir', str(out), '--steps', '3', '--ratio', '0.5',
               '--finetune_iters', '0', '--val_hr_dir', 'none', '--no_timing']
-    r = _cli(repo_root, *common)
+    r = script_in_process('prune', *common)
     assert r.returncode == 0, r.stderr
     full = torch.load(out / 'step_03.pth', weights_only=True)
     (out / 'step_03.pth').unlink()                      # as if killed during step 3
-    r = _cli(repo_root, *common, '--resume')
+    r = script_in_process('prune', *common, '--resume')
     assert r.returncode == 0 and 'resumed after step 2' in r.stdout, r.stderr
     again = torch.load(out / 'step_03.pth', weights_only=True)
     assert all(torch.equal(full[k], again[k]) for k in full)
 
 
 @pytest.mark.slow
-def test_kernel_bias_block_modes_cli(repo_root, tmp_path):
+def test_kernel_bias_block_modes_cli(script_in_process, tmp_path):
     """prune.py --mode kernel / bias / block write checkpoints the builder rebuilds."""
     import cv2
     import numpy as np
@@ -246,8 +240,8 @@ def test_kernel_bias_block_modes_cli(repo_root, tmp_path):
     save_state_dict(RLFN(feature_channels=12, mid_channels=10, esa_channels=4, num_blocks=2).state_dict(),
                     str(rlfn))
     common = ['--finetune_iters', '0', '--val_hr_dir', str(val), '--no_timing']
-    r = _cli(repo_root, '--mode', 'kernel', '--input', str(rlfn), '--kernel_prune', '2',
-             '--out_dir', str(tmp_path / 'kp'), *common)
+    r = script_in_process('prune', '--mode', 'kernel', '--input', str(rlfn), '--kernel_prune', '2',
+                          '--out_dir', str(tmp_path / 'kp'), *common)
     assert r.returncode == 0, r.stderr
     kp = load_model(str(tmp_path / 'kp' / 'pruned.pth'))
     assert sum(m.kernel_size == (1, 1) and 'esa' not in n and n.endswith(('_r', 'conv_2', '0'))
@@ -257,16 +251,16 @@ def test_kernel_bias_block_modes_cli(repo_root, tmp_path):
     with pytest.raises(UserError, match='latency target needs the runtime'):
         progressive_kernel_prune(kp, out_dir=str(tmp_path / 'kp_latency'), target_latency_ms=5.0,
                                  val_set=object(), timing=False)
-    r = _cli(repo_root, '--mode', 'bias', '--input', str(tmp_path / 'kp' / 'pruned.pth'),
-             '--out_dir', str(tmp_path / 'bp'), *common)
+    r = script_in_process('prune', '--mode', 'bias', '--input', str(tmp_path / 'kp' / 'pruned.pth'),
+                          '--out_dir', str(tmp_path / 'bp'), *common)
     assert r.returncode == 0, r.stderr
     bp = load_model(str(tmp_path / 'bp' / 'pruned.pth'))
     assert bp.block_1.c1_r.bias is None and bp.conv_1.bias is not None
     assert bp.block_1.esa.conv1.bias is not None
     imdn = tmp_path / 'imdn.pth'
     save_state_dict(IMDN(nc=8, nb=3).state_dict(), str(imdn))
-    r = _cli(repo_root, '--mode', 'block', '--input', str(imdn), '--drop_blocks', '3',
-             '--out_dir', str(tmp_path / 'blk'), *common)
+    r = script_in_process('prune', '--mode', 'block', '--input', str(imdn), '--drop_blocks', '3',
+                          '--out_dir', str(tmp_path / 'blk'), *common)
     assert r.returncode == 0, r.stderr
     assert load_model(str(tmp_path / 'blk' / 'pruned.pth')).num_blocks == 2
     import prune
@@ -290,7 +284,7 @@ def test_importances_and_round_to(importance):
 
 
 @pytest.mark.slow
-def test_taylor_without_finetuning_cli(repo_root, tmp_path):
+def test_taylor_without_finetuning_cli(script_in_process, tmp_path):
     """Taylor importance needs training batches even when no fine-tuning runs."""
     import cv2
     import numpy as np
@@ -301,8 +295,8 @@ def test_taylor_without_finetuning_cli(repo_root, tmp_path):
     torch.manual_seed(0)
     src = tmp_path / 'rfdn.pth'
     save_state_dict(RFDN(nf=12, num_modules=2).state_dict(), str(src))
-    r = _cli(repo_root, '--input', str(src), '--out_dir', str(tmp_path / 'run'), '--steps', '1', '--ratio', '0.5',
-             '--importance', 'taylor', '--finetune_iters', '0', '--data_dir', str(data), '--patch_size', '16',
-             '--batch_size', '2', '--val_hr_dir', 'none')
+    r = script_in_process('prune', '--input', src, '--out_dir', tmp_path / 'run', '--steps', '1', '--ratio', '0.5',
+                          '--importance', 'taylor', '--finetune_iters', '0', '--data_dir', data,
+                          '--patch_size', '16', '--batch_size', '2', '--val_hr_dir', 'none')
     assert r.returncode == 0, r.stderr
     assert load_model(str(tmp_path / 'run' / 'pruned.pth')).B1.c1_d.out_channels == 3

@@ -1,7 +1,5 @@
 """Exactness of the branch merge (Eq. 1), cat/split as 1×1 convs, and fold."""
 import itertools
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -72,22 +70,17 @@ def test_fold_after_pruning_like_edit():
         assert (fold_parallel(par)(x) - par(x)).abs().max() < 1e-3
 
 
-def _cli(repo_root, *args):
-    return subprocess.run([sys.executable, 'reparam.py', *args], cwd=repo_root,
-                          capture_output=True, text=True, timeout=300)
-
-
 @pytest.mark.slow
-def test_reparam_cli_and_refusals(repo_root, tmp_path):
+def test_reparam_cli_and_refusals(script_in_process, tmp_path):
     branch = random_branch(8, 4)
     src = tmp_path / 'branch.pth'
     save_state_dict(branch.state_dict(), str(src))
     out = tmp_path / 'par.pth'
-    r = _cli(repo_root, '--input', str(src), '--output', str(out), '--cat-as-conv', '--no_runtime')
+    r = script_in_process('reparam', '--input', str(src), '--output', str(out), '--cat-as-conv', '--no_runtime')
     assert r.returncode == 0, r.stderr
     assert 'max |Δ|' in r.stdout and 'serial convs' in r.stdout
     folded = tmp_path / 'folded.pth'
-    r = _cli(repo_root, '--mode', 'fold', '--input', str(out), '--output', str(folded), '--no_runtime')
+    r = script_in_process('reparam', '--mode', 'fold', '--input', str(out), '--output', str(folded), '--no_runtime')
     assert r.returncode == 0, r.stderr
     assert 'cat_conv' not in ''.join(torch.load(folded, weights_only=True))
     # not mergeable: a plain RFDN, and branches of different widths
@@ -110,7 +103,7 @@ def test_reparam_cli_and_refusals(repo_root, tmp_path):
 
 
 @pytest.mark.slow
-def test_collapse_cli(repo_root, tmp_path):
+def test_collapse_cli(script_in_process, tmp_path):
     from models import CLBIMDN, IMDN
     torch.manual_seed(0)
     clb = CLBIMDN(nc=12, nb=2, upscale=3)
@@ -120,7 +113,7 @@ def test_collapse_cli(repo_root, tmp_path):
                 p.add_(torch.randn_like(p) * 0.1)   # non-zero 1×1 branches
     src, out = tmp_path / 'clb.pth', tmp_path / 'imdn.pth'
     save_state_dict(clb.state_dict(), str(src))
-    r = _cli(repo_root, '--mode', 'collapse', '--input', str(src), '--output', str(out), '--no_runtime')
+    r = script_in_process('reparam', '--mode', 'collapse', '--input', str(src), '--output', str(out), '--no_runtime')
     assert r.returncode == 0, r.stderr
     plain = IMDN(nc=12, nb=2, upscale=3)
     plain.load_state_dict(torch.load(out, weights_only=True), strict=True)

@@ -34,11 +34,11 @@ def tiny_data(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_writes_ntire_results(repo_root, tiny_data):
+def test_demo_writes_ntire_results(script_in_process, tiny_data):
     tmp, hr_dir, ckpt = tiny_data
     out = tmp / 'out' / 'res.json'
-    r = run_demo(repo_root, '--checkpoint', str(ckpt), '--hr_dir', str(hr_dir), '--ssim',
-                 '--results', str(out), '--save_dir', str(tmp / 'sr'), '--device', 'cpu')
+    r = script_in_process('test_demo', '--checkpoint', str(ckpt), '--hr_dir', str(hr_dir), '--ssim',
+                          '--results', str(out), '--save_dir', str(tmp / 'sr'), '--device', 'cpu')
     assert r.returncode == 0, r.stderr
     res = json.loads(out.read_text())
     assert set(res) == {'tiny_rfdn', 'bicubic'}
@@ -73,15 +73,15 @@ def test_demo_default_runs_on_sample_set(repo_root, tmp_path):
     assert 25 < res['bicubic']['valid_ave_psnr'] < 35
 
 
-def test_small_images_are_padded_not_crashed(repo_root, tmp_path):
+def test_small_images_are_padded_not_crashed(script_in_process, tmp_path):
     """LR 6x5 is below ESA's 15-pixel minimum: reflect/replicate padding, cropped back."""
     hr_dir = tmp_path / 'small' / 'HR'
     hr_dir.mkdir(parents=True)
     cv2.imwrite(str(hr_dir / 'tiny.png'), np.full((24, 20, 3), 120, np.uint8))
     ckpt = tmp_path / 'm.pth'
     save_state_dict(RFDN(nf=8, num_modules=1).state_dict(), str(ckpt))
-    r = run_demo(repo_root, '--checkpoint', str(ckpt), '--hr_dir', str(hr_dir), '--no_bicubic',
-                 '--results', str(tmp_path / 'r.json'), '--save_dir', str(tmp_path / 'sr'))
+    r = script_in_process('test_demo', '--checkpoint', str(ckpt), '--hr_dir', str(hr_dir), '--no_bicubic',
+                          '--results', str(tmp_path / 'r.json'), '--save_dir', str(tmp_path / 'sr'))
     assert r.returncode == 0, r.stderr
     assert cv2.imread(str(tmp_path / 'sr' / 'm' / 'small' / 'tinyx4.png')).shape == (24, 20, 3)
 
@@ -96,14 +96,14 @@ def _assert_one_line_error(r, *needles):
 
 
 @pytest.mark.slow
-def test_runtime_in_turns(repo_root, tiny_data):
+def test_runtime_in_turns(script_in_process, tiny_data):
     # --runtime_rounds N: every network timed N rounds × 3 calls, in turns, after the evaluation
     tmp, hr_dir, ckpt = tiny_data
     imdn = tmp / 'tiny_imdn.pth'
     save_state_dict(IMDN(nc=8, nb=2, upscale=4).state_dict(), str(imdn))     # a 0–1 model
     out = tmp / 'turns.json'
-    r = run_demo(repo_root, '--checkpoint', str(ckpt), str(imdn), '--hr_dir', str(hr_dir),
-                 '--runtime_rounds', '2', '--no_save', '--results', str(out), '--device', 'cpu')
+    r = script_in_process('test_demo', '--checkpoint', str(ckpt), str(imdn), '--hr_dir', str(hr_dir),
+                          '--runtime_rounds', '2', '--no_save', '--results', str(out), '--device', 'cpu')
     assert r.returncode == 0, r.stderr
     assert 'timing 2 models in turns at 256² (2 rounds × 3 calls)' in r.stdout
     res = json.loads(out.read_text())
@@ -111,8 +111,8 @@ def test_runtime_in_turns(repo_root, tiny_data):
         times = res[label]['runtime_256_times']
         assert len(times) == 6 and res[label]['runtime_256'] == pytest.approx(np.median(times))
     assert 'runtime_256_times' not in res['bicubic'] and res['bicubic']['runtime_256'] > 0
-    _assert_one_line_error(run_demo(repo_root, '--checkpoint', str(ckpt), '--hr_dir', str(hr_dir),
-                                    '--runtime_rounds', '-1', '--results', str(tmp / 'x.json')),
+    _assert_one_line_error(script_in_process('test_demo', '--checkpoint', str(ckpt), '--hr_dir', str(hr_dir),
+                                             '--runtime_rounds', '-1', '--results', str(tmp / 'x.json')),
                            'must be 0 or more')
     assert not (tmp / 'x.json').exists()
 
@@ -183,7 +183,7 @@ def test_model_range_is_respected():
         assert np.array_equal(super_resolve(Nearest(), lr), expected)
 
 
-def test_ntire_layout_discovery_and_include_test(repo_root, tmp_path):
+def test_ntire_layout_discovery_and_include_test(script_in_process, tmp_path):
     """DIV2K_valid_HR + DIV2K_valid_LR_bicubic/X4 as 'valid'; test LR without HR as 'test'."""
     rng = np.random.default_rng(0)
     data = tmp_path / 'data'
@@ -195,8 +195,8 @@ def test_ntire_layout_discovery_and_include_test(repo_root, tmp_path):
     cv2.imwrite(str(data / 'DIV2K_valid_LR_bicubic/X4' / '0801x4.png'), imresize(hr, 0.25))
     cv2.imwrite(str(data / 'DIV2K_test_LR_bicubic/X4' / '0901x4.png'), imresize(hr, 0.25))
     out = tmp_path / 'r.json'
-    r = run_demo(repo_root, '--data_dir', str(data), '--include_test', '--model_zoo', str(tmp_path),
-                 '--results', str(out), '--save_dir', str(tmp_path / 'sr'))
+    r = script_in_process('test_demo', '--data_dir', str(data), '--include_test', '--model_zoo', str(tmp_path),
+                          '--results', str(out), '--save_dir', str(tmp_path / 'sr'))
     assert r.returncode == 0, r.stderr
     rec = json.loads(out.read_text())['bicubic']
     assert len(rec['valid_psnr']) == 1 and rec['valid_ave_psnr'] > 20

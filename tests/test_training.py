@@ -55,10 +55,10 @@ def assert_same(a, b, atol=0.0):
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_matches_uninterrupted(repo_root, tiny):
+def test_resume_after_sigkill_matches_uninterrupted(repo_root, tiny, script_in_process):
     tmp, data, val, ckpt = tiny
     common = ['--iters', '24', '--save_every', '3', '--val_every', '12']
-    ref = run(train_cmd(repo_root, tmp / 'ref', data, val, ckpt, *common), repo_root)
+    ref = script_in_process(*train_cmd(repo_root, tmp / 'ref', data, val, ckpt, *common)[1:])
     assert ref.returncode == 0, ref.stderr
 
     proc = subprocess.Popen(train_cmd(repo_root, tmp / 'cut', data, val, ckpt, *common),
@@ -74,7 +74,7 @@ def test_resume_after_sigkill_matches_uninterrupted(repo_root, tiny):
     proc.wait()
     state = torch.load(tmp / 'cut' / 'state.pth', weights_only=True)
     assert 0 < state['step'] < 24
-    resumed = run(train_cmd(repo_root, tmp / 'cut', data, val, ckpt, *common, '--resume'), repo_root)
+    resumed = script_in_process(*train_cmd(repo_root, tmp / 'cut', data, val, ckpt, *common, '--resume')[1:])
     assert resumed.returncode == 0, resumed.stderr
     assert 'resumed from' in resumed.stdout
     assert_same(weights(tmp / 'ref' / 'model_last.pth'), weights(tmp / 'cut' / 'model_last.pth'))
@@ -87,16 +87,16 @@ def test_resume_after_sigkill_matches_uninterrupted(repo_root, tiny):
 
 
 @pytest.mark.slow
-def test_resume_with_raised_iters_stretches_the_schedule(repo_root, tiny):
+def test_resume_with_raised_iters_stretches_the_schedule(repo_root, tiny, script_in_process):
     """A finished cosine run resumed with a larger --iters trains on to the new total, its LR
     following the cosine of the new length (the README's way of continuing a run)."""
     from utils.engine.training import TrainConfig
     tmp, data, val, ckpt = tiny
     common = ['--scheduler', 'cosine', '--save_every', '4', '--val_every', '0']
-    first = run(train_cmd(repo_root, tmp / 'r', data, val, ckpt, '--iters', '4', *common), repo_root)
+    first = script_in_process(*train_cmd(repo_root, tmp / 'r', data, val, ckpt, '--iters', '4', *common)[1:])
     assert first.returncode == 0, first.stderr
-    more = run(train_cmd(repo_root, tmp / 'r', data, val, ckpt, '--iters', '8', *common, '--resume'),
-               repo_root)
+    more = script_in_process(*train_cmd(repo_root, tmp / 'r', data, val, ckpt, '--iters', '8', *common,
+                                        '--resume')[1:])
     assert more.returncode == 0, more.stderr
     assert torch.load(tmp / 'r' / 'state.pth', weights_only=True)['step'] == 8
     with open(tmp / 'r' / 'log.csv') as f:
@@ -111,10 +111,10 @@ def test_resume_with_raised_iters_stretches_the_schedule(repo_root, tiny):
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_matches_one(repo_root, tiny):
+def test_torchrun_two_processes_matches_one(repo_root, tiny, script_in_process):
     tmp, data, val, ckpt = tiny
     common = ['--iters', '6', '--save_every', '6', '--val_every', '0']
-    one = run(train_cmd(repo_root, tmp / 'one', data, val, ckpt, *common), repo_root)
+    one = script_in_process(*train_cmd(repo_root, tmp / 'one', data, val, ckpt, *common)[1:])
     assert one.returncode == 0, one.stderr
     two = run(train_cmd(repo_root, tmp / 'two', data, val, ckpt, *common, torchrun=2), repo_root)
     assert two.returncode == 0, two.stderr[-2000:]
@@ -223,7 +223,7 @@ def test_ema_weights_are_exported(tmp_path):
 
 
 @pytest.mark.slow
-def test_init_from_converts_and_two_stage_batches(repo_root, tmp_path):
+def test_init_from_converts_and_two_stage_batches(tmp_path, script_in_process):
     """--init_from builds CLBIMDN from an IMDN checkpoint (same function before training);
     a PATCH:STEPS:BATCH stage trains end to end; wrong families get one line."""
     from models import CLBIMDN, IMDN, convert_from
@@ -242,8 +242,7 @@ def test_init_from_converts_and_two_stage_batches(repo_root, tmp_path):
     base = ['train.py', '--init_from', str(ckpt), '--data_dir', str(data), '--val_hr_dir', str(val),
             '--batch_size', '4', '--lr', '1e-3', '--no_progress', '--workers', '0', '--log_every', '1']
     out = tmp_path / 'clb'
-    r = run([sys.executable, *base, '--model', 'CLBIMDN', '--patch_schedule', '16:2,24:2:2',
-             '--out_dir', str(out)], repo_root)
+    r = script_in_process(*base, '--model', 'CLBIMDN', '--patch_schedule', '16:2,24:2:2', '--out_dir', out)
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader(open(out / 'log.csv')))
     assert [int(r_['patch']) for r_ in rows if r_['loss']] == [16, 16, 24, 24]
@@ -256,6 +255,5 @@ def test_init_from_converts_and_two_stage_batches(repo_root, tmp_path):
             (['--model', 'CLBIMDN', '--init_from', str(rfdn_ckpt)], 'does not fit IMDN'),
             (['--model', 'RLFN'], 'converts into'),
             (['--model', 'CLBIMDN', '--pretrained', str(ckpt)], 'not both')):
-        _one_line_error(run([sys.executable, *base, *extra, '--out_dir', str(tmp_path / 'bad')], repo_root),
-                        needle)
+        _one_line_error(script_in_process(*base, *extra, '--out_dir', tmp_path / 'bad'), needle)
         assert not (tmp_path / 'bad' / 'state.pth').exists()
