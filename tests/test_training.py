@@ -28,11 +28,16 @@ def tiny(tmp_path):
     return tmp_path, data, val, ckpt
 
 
-def train_cmd(repo_root, out_dir, data, val, ckpt, *extra, torchrun=None):
-    args = ['train.py', '--model', 'RFDN', '--pretrained', str(ckpt), '--data_dir', str(data),
+def train_args(out_dir, data, val, ckpt, *extra):
+    """The tiny run's command line after `python`: ['train.py', ...]."""
+    return ['train.py', '--model', 'RFDN', '--pretrained', str(ckpt), '--data_dir', str(data),
             '--val_hr_dir', str(val), '--out_dir', str(out_dir), '--batch_size', '4',
             '--patch_size', '16', '--lr', '1e-3', '--seed', '3', '--no_progress', '--workers', '0',
             '--log_every', '1', *extra]
+
+
+def train_cmd(out_dir, data, val, ckpt, *extra, torchrun=None):
+    args = train_args(out_dir, data, val, ckpt, *extra)
     if torchrun:
         return [sys.executable, '-m', 'torch.distributed.run', '--standalone',
                 f'--nproc_per_node={torchrun}', *args]
@@ -58,10 +63,10 @@ def assert_same(a, b, atol=0.0):
 def test_resume_after_sigkill_matches_uninterrupted(repo_root, tiny, script_in_process):
     tmp, data, val, ckpt = tiny
     common = ['--iters', '24', '--save_every', '3', '--val_every', '12']
-    ref = script_in_process(*train_cmd(repo_root, tmp / 'ref', data, val, ckpt, *common)[1:])
+    ref = script_in_process(*train_args(tmp / 'ref', data, val, ckpt, *common))
     assert ref.returncode == 0, ref.stderr
 
-    proc = subprocess.Popen(train_cmd(repo_root, tmp / 'cut', data, val, ckpt, *common),
+    proc = subprocess.Popen(train_cmd(tmp / 'cut', data, val, ckpt, *common),
                             cwd=repo_root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=dict(os.environ, OMP_NUM_THREADS='1'))
     log = tmp / 'cut' / 'log.csv'
@@ -74,7 +79,7 @@ def test_resume_after_sigkill_matches_uninterrupted(repo_root, tiny, script_in_p
     proc.wait()
     state = torch.load(tmp / 'cut' / 'state.pth', weights_only=True)
     assert 0 < state['step'] < 24
-    resumed = script_in_process(*train_cmd(repo_root, tmp / 'cut', data, val, ckpt, *common, '--resume')[1:])
+    resumed = script_in_process(*train_args(tmp / 'cut', data, val, ckpt, *common, '--resume'))
     assert resumed.returncode == 0, resumed.stderr
     assert 'resumed from' in resumed.stdout
     assert_same(weights(tmp / 'ref' / 'model_last.pth'), weights(tmp / 'cut' / 'model_last.pth'))
@@ -87,16 +92,15 @@ def test_resume_after_sigkill_matches_uninterrupted(repo_root, tiny, script_in_p
 
 
 @pytest.mark.slow
-def test_resume_with_raised_iters_stretches_the_schedule(repo_root, tiny, script_in_process):
+def test_resume_with_raised_iters_stretches_the_schedule(tiny, script_in_process):
     """A finished cosine run resumed with a larger --iters trains on to the new total, its LR
     following the cosine of the new length (the README's way of continuing a run)."""
     from utils.engine.training import TrainConfig
     tmp, data, val, ckpt = tiny
     common = ['--scheduler', 'cosine', '--save_every', '4', '--val_every', '0']
-    first = script_in_process(*train_cmd(repo_root, tmp / 'r', data, val, ckpt, '--iters', '4', *common)[1:])
+    first = script_in_process(*train_args(tmp / 'r', data, val, ckpt, '--iters', '4', *common))
     assert first.returncode == 0, first.stderr
-    more = script_in_process(*train_cmd(repo_root, tmp / 'r', data, val, ckpt, '--iters', '8', *common,
-                                        '--resume')[1:])
+    more = script_in_process(*train_args(tmp / 'r', data, val, ckpt, '--iters', '8', *common, '--resume'))
     assert more.returncode == 0, more.stderr
     assert torch.load(tmp / 'r' / 'state.pth', weights_only=True)['step'] == 8
     with open(tmp / 'r' / 'log.csv') as f:
@@ -114,9 +118,9 @@ def test_resume_with_raised_iters_stretches_the_schedule(repo_root, tiny, script
 def test_torchrun_two_processes_matches_one(repo_root, tiny, script_in_process):
     tmp, data, val, ckpt = tiny
     common = ['--iters', '6', '--save_every', '6', '--val_every', '0']
-    one = script_in_process(*train_cmd(repo_root, tmp / 'one', data, val, ckpt, *common)[1:])
+    one = script_in_process(*train_args(tmp / 'one', data, val, ckpt, *common))
     assert one.returncode == 0, one.stderr
-    two = run(train_cmd(repo_root, tmp / 'two', data, val, ckpt, *common, torchrun=2), repo_root)
+    two = run(train_cmd(tmp / 'two', data, val, ckpt, *common, torchrun=2), repo_root)
     assert two.returncode == 0, two.stderr[-2000:]
     assert '× 2 processes' in two.stdout
     assert_same(weights(tmp / 'one' / 'model_last.pth'), weights(tmp / 'two' / 'model_last.pth'),
@@ -198,7 +202,7 @@ def test_bad_input_stops_before_training(repo_root, tiny):
     for extra, needle in cases:
         # in-process (tests/test_bad_input.py checks the exit code in a subprocess); later flags
         # win in argparse: the case's --data_dir / --model override the defaults
-        argv = train_cmd(repo_root, tmp / 'bad', data, val, ckpt, '--iters', '2', *extra)[2:]
+        argv = train_args(tmp / 'bad', data, val, ckpt, '--iters', '2', *extra)[1:]
         with pytest.raises(UserError) as caught:
             train.main(argv)
         assert needle in str(caught.value) and '\n' not in str(caught.value)
