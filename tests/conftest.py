@@ -55,9 +55,8 @@ def script_in_process(repo_root):
     `script_in_process('prune', '--input', path, ...)` (or 'prune.py') returns a
     `subprocess.CompletedProcess` (returncode, stdout, stderr): the script's `main(argv)` wrapped
     in the same `run_cli` as its `__main__`, so a UserError is exit code 2 and one `error: ...`
-    line on stderr.
-    It saves the 2-3 s that a new interpreter spends importing torch; tests/test_bad_input.py
-    runs every script once as a real process."""
+    line on stderr. It saves the 2-3 s that a new interpreter spends importing torch;
+    tests/test_bad_input.py runs every script once as a real process."""
     import contextlib
     import importlib
     import io
