@@ -33,6 +33,7 @@ import warnings
 
 import torch
 import torch.nn as nn
+from tqdm import tqdm
 
 from models import load_model
 from utils.io.errors import UserError
@@ -281,13 +282,14 @@ def measure_runtime(model: nn.Module, x: torch.Tensor, warmup: int = 2, repeats:
 
 
 def interleaved_runtime(models: dict, x, rounds: int = 10, repeats: int = 3,
-                        fp16: bool = False) -> dict:
+                        fp16: bool = False, progress: bool = True) -> dict:
     """{label: measure_runtime-style dict over rounds × repeats calls}, timed in turns.
 
     Each round times every model `repeats` times (after one warm-up call each round), so
     slow and fast phases of the machine are shared out evenly. `x` is one input tensor for
     all, or a dict {label: tensor} (models with different input ranges or dtypes). `fp16`
-    as in `measure_runtime` (each model is copied to float16 once).
+    as in `measure_runtime` (each model is copied to float16 once). `progress`: a bar over
+    the rounds on stderr (a leaderboard's rounds take minutes on a CPU).
     """
     inputs = {label: x[label] if isinstance(x, dict) else x for label in models}
     if fp16:
@@ -295,7 +297,8 @@ def interleaved_runtime(models: dict, x, rounds: int = 10, repeats: int = 3,
         models = {label: model for label, (model, _) in halves.items()}
         inputs = {label: inp for label, (_, inp) in halves.items()}
     times = {label: [] for label in models}
-    for _ in range(rounds):
+    for _ in tqdm(range(rounds), desc='timing in turns', unit='round', disable=not progress,
+                  leave=False, dynamic_ncols=True):
         for label, model in models.items():
             times[label] += measure_runtime(model, inputs[label], warmup=1, repeats=repeats)['times_ms']
     return {label: _runtime_stats(t) for label, t in times.items()}
