@@ -67,8 +67,9 @@ def parse_args(argv=None):
     p.add_argument('--sensitivity', action='store_true',
                    help='kernel or block mode: print the ranked sensitivity table and stop')
     p.add_argument('--kernel_prune', type=int, default=None, help='kernel mode: convs to turn 1×1')
-    p.add_argument('--bias_keep', nargs='+', default=['conv_1', 'fea_conv', 'head', '*esa*'],
-                   help='bias mode: convs (fnmatch) that keep their bias')
+    p.add_argument('--bias_keep', nargs='+', default=None,
+                   help='bias mode: convs (fnmatch patterns of their names) that keep their bias '
+                   '(default: the model\'s first conv and its attention convs)')
     p.add_argument('--drop_blocks', type=int, nargs='+', default=None, help='block mode: 1-based blocks')
     p.add_argument('--loss', default='l1', choices=['l1', 'l2'], help='fine-tuning loss')
     p.add_argument('--output', default=None, help='final pruned model (default OUT_DIR/pruned.pth)')
@@ -89,7 +90,7 @@ def parse_args(argv=None):
                    'ramps linearly from --finetune_iters after the first (same total as a constant '
                    'mean), so that more fine-tuning goes where fewer channels are left')
     p.add_argument('--distill', action='store_true', help='fine-tune with output distillation '
-                   'from the unpruned model as well as L1')
+                   'from the unpruned model as well as the --loss on the HR patch')
     p.add_argument('--teacher', default=None, help='with --distill: this checkpoint instead of the '
                    'unpruned model (e.g. the equivalent, cheaper BranchRFDN)')
     p.add_argument('--no_before', action='store_true',

@@ -35,7 +35,7 @@ from utils.metrics.model_summary import (
     ntire_counts,
 )
 
-SHARED = shared_dir()
+DEFAULT_IMAGE = os.path.join(shared_dir(), 'benchmark', 'Set5', 'LR_bicubic', 'X4', 'butterflyx4.png')
 
 
 def parse_args(argv=None):
@@ -49,12 +49,12 @@ def parse_args(argv=None):
                    help='merge: re-order the concatenation before c5 with a 1×1 permutation conv')
     p.add_argument('--split-as-conv', dest='split_as_conv', action='store_true',
                    help='merge: split the stacked head with two 1×1 selection convs')
-    p.add_argument('--fold', action='store_true', help='after the mode, also fold helper 1×1 convs')
+    p.add_argument('--fold', action='store_true', help='merge: also fold the helper 1×1 convs afterwards')
     p.add_argument('--scale', type=int, default=None, help='check that the model has this scale')
     p.add_argument('--tolerance', type=float, default=1e-3, help='largest |Δ| (0–255) accepted')
-    p.add_argument('--image', default=os.path.join(SHARED, 'benchmark', 'Set5', 'LR_bicubic', 'X4',
-                                                   'butterflyx4.png'),
-                   help='real LR image for the exactness check')
+    p.add_argument('--image', default=None,
+                   help='real LR image for the exactness check (default: Set5 butterfly under '
+                   '$ESR_SHARED/benchmark, when it is there)')
     p.add_argument('--no_runtime', action='store_true', help='skip the runtime column')
     p.add_argument('--also', nargs='+', default=[], metavar='CKPT',
                    help='more checkpoints to describe in the same table (measured in this run)')
@@ -128,6 +128,15 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     check_option('--tolerance', args.tolerance, at_least=0)
     check_option('--scale', args.scale, at_least=1)
+    merge_only = [flag for flag, on in (('--grouped', args.grouped), ('--cat-as-conv', args.cat_as_conv),
+                                        ('--split-as-conv', args.split_as_conv), ('--fold', args.fold)) if on]
+    if merge_only and args.mode != 'merge':
+        raise UserError(f'{" ".join(merge_only)} apply to --mode merge, not --mode {args.mode}')
+    if args.image is not None and not os.path.isfile(args.image):
+        raise UserError(f'--image {args.image}: no such file')
+    image = args.image or DEFAULT_IMAGE
+    if not os.path.isfile(image):
+        print(f'note: {image} not found: exactness checked on random inputs only')
     # before any work: --output must be writable and must not replace a checkpoint this run reads
     check_output_file(args.output, '--output', inputs=[args.input, *args.also])
     model = load_recognised_model(args.input, what='--input')
@@ -135,7 +144,7 @@ def main(argv=None) -> int:
     if args.scale and model.scale != args.scale:
         raise UserError(f'{args.input} is a ×{model.scale} model, not ×{args.scale}')
     new = transform(model, args).eval()
-    diffs = max_difference(model, new, args.image)
+    diffs = max_difference(model, new, image)
     worst = max(diffs.values())
     rows = [describe(m, not args.no_runtime) for m in extra]
     rows += [describe(model, not args.no_runtime), describe(new, not args.no_runtime)]

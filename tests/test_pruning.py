@@ -259,6 +259,11 @@ def test_kernel_bias_block_modes_cli(script_in_process, tmp_path):
     assert bp.block_1.esa.conv1.bias is not None
     imdn = tmp_path / 'imdn.pth'
     save_state_dict(IMDN(nc=8, nb=3).state_dict(), str(imdn))
+    r = script_in_process('prune', '--mode', 'bias', '--input', str(imdn), '--out_dir', str(tmp_path / 'ibp'),
+                          *common)
+    assert r.returncode == 0, r.stderr      # the model's first conv keeps its bias, whatever its name
+    ibp = load_model(str(tmp_path / 'ibp' / 'pruned.pth'))
+    assert ibp.model[0].bias is not None and ibp.model[-2].bias is None
     r = script_in_process('prune', '--mode', 'block', '--input', str(imdn), '--drop_blocks', '3',
                           '--out_dir', str(tmp_path / 'blk'), *common)
     assert r.returncode == 0, r.stderr

@@ -79,6 +79,7 @@ def test_reparam_cli_and_refusals(script_in_process, tmp_path):
     r = script_in_process('reparam', '--input', str(src), '--output', str(out), '--cat-as-conv', '--no_runtime')
     assert r.returncode == 0, r.stderr
     assert 'max |Δ|' in r.stdout and 'serial convs' in r.stdout
+    assert 'butterflyx4.png' in r.stdout.splitlines()[-2]      # a real image checked, by default
     folded = tmp_path / 'folded.pth'
     r = script_in_process('reparam', '--mode', 'fold', '--input', str(out), '--output', str(folded), '--no_runtime')
     assert r.returncode == 0, r.stderr
@@ -99,6 +100,10 @@ def test_reparam_cli_and_refusals(script_in_process, tmp_path):
     with pytest.raises(UserError, match='not mergeable') as caught:
         reparam.main(['--input', str(odd_path), '--output', str(bad_out)])
     assert 'differ in width' in str(caught.value) and '\n' not in str(caught.value)
+    with pytest.raises(UserError, match='--fold apply to --mode merge, not --mode fold'):
+        reparam.main(['--mode', 'fold', '--fold', '--input', str(out), '--output', str(bad_out)])
+    with pytest.raises(UserError, match='--image .*: no such file'):
+        reparam.main(['--input', str(src), '--output', str(bad_out), '--image', str(tmp_path / 'no.png')])
     assert not bad_out.exists()
 
 
