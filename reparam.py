@@ -131,7 +131,7 @@ def main(argv=None) -> int:
     merge_only = [flag for flag, on in (('--grouped', args.grouped), ('--cat-as-conv', args.cat_as_conv),
                                         ('--split-as-conv', args.split_as_conv), ('--fold', args.fold)) if on]
     if merge_only and args.mode != 'merge':
-        raise UserError(f'{" ".join(merge_only)} apply to --mode merge, not --mode {args.mode}')
+        raise UserError(f'{" ".join(merge_only)}: for --mode merge only, not --mode {args.mode}')
     if args.image is not None and not os.path.isfile(args.image):
         raise UserError(f'--image {args.image}: no such file')
     image = args.image or DEFAULT_IMAGE

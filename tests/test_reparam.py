@@ -100,7 +100,7 @@ def test_reparam_cli_and_refusals(script_in_process, tmp_path):
     with pytest.raises(UserError, match='not mergeable') as caught:
         reparam.main(['--input', str(odd_path), '--output', str(bad_out)])
     assert 'differ in width' in str(caught.value) and '\n' not in str(caught.value)
-    with pytest.raises(UserError, match='--fold apply to --mode merge, not --mode fold'):
+    with pytest.raises(UserError, match='--fold: for --mode merge only, not --mode fold'):
         reparam.main(['--mode', 'fold', '--fold', '--input', str(out), '--output', str(bad_out)])
     with pytest.raises(UserError, match='--image .*: no such file'):
         reparam.main(['--input', str(src), '--output', str(bad_out), '--image', str(tmp_path / 'no.png')])
