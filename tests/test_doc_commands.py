@@ -71,6 +71,10 @@ def script_command(line: str) -> tuple[str, list[str]] | None:
     return module, args[:end]
 
 
+def recipe_from_a_variable(argv: list[str]) -> bool:
+    return any(a == '--config' and '$' in value for a, value in zip(argv, argv[1:]))
+
+
 def documented_commands() -> list:
     found = []
     for doc in DOCS + RUN_SCRIPTS:
@@ -81,10 +85,6 @@ def documented_commands() -> list:
                     and not recipe_from_a_variable(command[1]):
                 found.append(pytest.param(*command, id=f'{doc}: {command[0]} {" ".join(command[1])}'[:150]))
     return found
-
-
-def recipe_from_a_variable(argv: list[str]) -> bool:
-    return any(a == '--config' and '$' in value for a, value in zip(argv, argv[1:]))
 
 
 class Parsed(Exception):
