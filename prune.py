@@ -49,7 +49,7 @@ from utils.engine.finetune import FinetuneSettings, make_finetuner
 from utils.engine.training import NonFiniteLossError
 from utils.io.checkpoint import check_output_dir, check_output_file, save_state_dict
 from utils.io.config import parse_with_config, shared_dir, write_resolved_config
-from utils.io.errors import UserError, check_option, run_cli
+from utils.io.errors import UserError, check_device, check_option, run_cli
 
 SHARED = shared_dir()
 
@@ -157,6 +157,7 @@ def check_args(args) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    check_device('--device', args.device)
     try:
         code = run(args)
     except NonFiniteLossError as exc:  # in a fine-tuning round

@@ -37,8 +37,8 @@ from utils.engine.evaluate import (
     write_results,
 )
 from utils.io.checkpoint import acquire_output_lock, check_output_dir, check_output_file, release_output_lock
-from utils.io.errors import UserError, check_option, run_cli
-from utils.metrics.model_summary import interleaved_runtime, measure_runtime
+from utils.io.errors import UserError, check_device, check_option, run_cli
+from utils.metrics.model_summary import count_params, interleaved_runtime, measure_runtime
 
 
 def parse_args(argv=None):
@@ -112,6 +112,32 @@ def load_checkpoint(path: str, args, device):
         return load_model(path, args.model, device)
     except UnrecognisedModelError as exc:
         raise UserError(f'{exc}; pass --model NAME') from None
+
+
+def load_onnx_checked(path: str, source: str, src, scale: int) -> OnnxSR:
+    """The ONNX model of --onnx PATH SOURCE, refused unless it holds SOURCE's weights and
+    upscales by --scale: its params and FLOPs are reported from SOURCE."""
+    import onnx
+    if not os.path.isfile(path):
+        raise UserError(f'ONNX file not found: {path}')
+    try:
+        weights = sum(int(torch.Size(t.dims).numel()) for t in onnx.load(path).graph.initializer)
+    except Exception as exc:  # onnx raises protobuf's DecodeError and others for a non-ONNX file
+        raise UserError(f'{path} is not an ONNX model ({type(exc).__name__})') from None
+    if weights != count_params(src):
+        raise UserError(f'--onnx {path} holds {weights} weights, but {source} has {count_params(src)} '
+                        'parameters: give the checkpoint it was exported from')
+    if src.scale != scale:
+        raise UserError(f'{source} is a ×{src.scale} model but --scale is {scale}')
+    size = max(src.min_input_size, 16)
+    try:
+        model = OnnxSR(path, src.scale, src.input_range, src.min_input_size)
+        out = model(torch.rand(1, 3, size, size) * src.input_range)
+    except Exception as exc:  # onnxruntime's errors share no base class
+        raise UserError(f'{path} does not run on a 1×3×{size}×{size} input: {str(exc).splitlines()[0]}') from None
+    if tuple(out.shape) != (1, 3, size * scale, size * scale):
+        raise UserError(f'{path} maps a 1×3×{size}×{size} input to {tuple(out.shape)}, not a ×{scale} output')
+    return model
 
 
 def unique_labels(paths: list) -> list:
@@ -266,9 +292,7 @@ def check_output_locations(args) -> None:
 @torch.no_grad()  # evaluation only; leaves the caller's grad mode as it was
 def main(argv=None) -> int:
     args = parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == 'cuda' and not torch.cuda.is_available():
-        raise UserError('--device cuda asked for, but no CUDA device is available')
+    device = check_device('--device', args.device)
     if args.fp16 and device.type != 'cuda':
         raise UserError('--fp16 needs --device cuda (a CPU runs half-precision convolutions '
                         'through a slow fallback; tests/test_inference.py checks the fp16 path on CPU)')
@@ -307,11 +331,9 @@ def main(argv=None) -> int:
     onnx_counts = {}
     if args.onnx:
         onnx_path, source = args.onnx
-        if not os.path.isfile(onnx_path):
-            raise UserError(f'ONNX file not found: {onnx_path}')
         src = load_checkpoint(source, args, 'cpu')
         label = os.path.splitext(os.path.basename(onnx_path))[0] + ' (onnx)'
-        models.append((label, OnnxSR(onnx_path, src.scale, src.input_range, src.min_input_size)))
+        models.append((label, load_onnx_checked(onnx_path, source, src, args.scale)))
         onnx_counts[label] = src
     if not args.no_bicubic:
         models.append(('bicubic', BicubicUpsampler(args.scale)))

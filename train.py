@@ -29,7 +29,7 @@ from utils.engine.checkpointer import StateMismatchError
 from utils.engine.training import NonFiniteLossError, TrainConfig, Trainer, trainable_parameter_names
 from utils.io.checkpoint import check_output_dir
 from utils.io.config import parse_with_config, shared_dir, write_resolved_config
-from utils.io.errors import UserError, check_option, run_cli
+from utils.io.errors import UserError, check_device, check_option, run_cli
 from utils.io.image_io import uint8_to_tensor
 
 SHARED = shared_dir()
@@ -181,8 +181,7 @@ def check_args(args) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.device.startswith('cuda') and not torch.cuda.is_available():
-        raise UserError('--device cuda asked for, but no CUDA device is available')
+    check_device('--device', args.device)
     check_args(args)
     data_dirs = args.data_dir or default_training_dirs()
     if not data_dirs:

@@ -71,6 +71,13 @@ def test_bad_recipes_are_one_line_errors(tmp_path, text, message):
         parse_with_config(make_parser(), ['--config', str(recipe), '--input', 'a.pth'])
 
 
+def test_recipe_that_is_not_text(tmp_path):
+    recipe = tmp_path / 'binary.yaml'
+    recipe.write_bytes(b'\xff\xfe\x00')
+    with pytest.raises(ConfigError, match='is not a UTF-8 text file'):
+        parse_with_config(make_parser(), ['--config', str(recipe), '--input', 'a.pth'])
+
+
 def test_missing_recipe(tmp_path):
     with pytest.raises(ConfigError, match='config file not found'):
         parse_with_config(make_parser(), ['--config', str(tmp_path / 'nope.yaml')])

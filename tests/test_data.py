@@ -205,6 +205,29 @@ def test_prepare_round_trip_resume_and_lmdb(tmp_path):
         prepare_main(['--data_dir', str(src), '--out', str(tmp_path / 'x'), '--crop', '90'])
 
 
+def test_prepare_refuses_bad_output_folders_and_thresh_before_writing(tmp_path):
+    """Crops written into (or around) an input folder would be indexed as training images by the
+    next run; a negative --thresh adds an edge crop equal to the last one."""
+    data = _hr_folder(tmp_path / 'nest' / 'HR', [(64, 64)])
+    (tmp_path / 'afile').write_text('x')
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob('*'))
+    crop = ['--crop', '32', '--step', '32', '--workers', '0', '--no_progress']
+    for args, match in (
+            (['--data_dir', str(data), '--out', str(data.parent)], 'holds the --data_dir'),  # OUT/HR is it
+            (['--data_dir', str(data.parent), '--out', str(data)], 'lies inside the --data_dir'),
+            (['--data_dir', str(data), '--out', str(data)], 'is the --data_dir'),
+            (['--data_dir', str(data), '--lr_dir', str(data.parent), '--out', str(data.parent / 'X4')],
+             'lies inside the --lr_dir'),
+            (['--data_dir', str(data), '--out', str(tmp_path / 'afile')], 'afile is a file, not a folder'),
+            (['--data_dir', str(data), '--out', str(tmp_path / 'afile' / 'pp')], 'cannot be created'),
+            (['--data_dir', str(data), '--out', str(tmp_path / 'pp'), '--thresh', '-1'],
+             '--thresh must be at least 0, got -1')):
+        with pytest.raises(UserError, match=match) as caught:
+            prepare_main(args + crop)
+        assert '\n' not in str(caught.value)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob('*')) == before
+
+
 def test_unreadable_images_are_skipped_with_a_warning(tmp_path):
     """A corrupt file is left out of the index (warning at start-up); a truncated one whose
     header reads fine is skipped when drawn (warning naming it), and the draw that replaces

@@ -431,6 +431,7 @@ def test_entry_list_errors(tmp_path, monkeypatch):
         'entries: []\n': 'non-empty list',
         'entries:\n  - entry: a.py\n': '"checkpoint" (a path) is required',
         'entries:\n  - {entry: a.py, checkpoint: a.pth, data_range: 2}\n': 'data_range must be 1 or 255',
+        'entries:\n  - {entry: a.py, checkpoint: a.pth, data_range: true}\n': 'data_range must be 1 or 255',
         'entries:\n  - {entry: a.py, checkpoint: a.pth, klass: X}\n': 'unknown field(s) klass',
         'entries:\n  - {entry: a.py, checkpoint: a.pth}\n  - {entry: b/a.py, checkpoint: b.pth}\n':
             'used twice',
@@ -682,6 +683,10 @@ def test_entry_files_that_cannot_be_imported(tmp_path):
     # the packaging fault organizers meet: an entry importing a sibling module of its own repository
     path = write_entry(tmp_path, 'team96_Rel.py', 'from .prfdn import ParallelRFDN\n')
     with pytest.raises(UserError, match=r'cannot import entry .*ImportError.*only torch'):
+        import_entry(path)
+    # a file that ends the process while it is imported (sys.exit, or argparse on import)
+    path = write_entry(tmp_path, 'team95_Exit.py', 'import sys\nsys.exit(3)\n')
+    with pytest.raises(UserError, match=r'cannot import entry .*SystemExit: 3'):
         import_entry(path)
 
 

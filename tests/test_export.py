@@ -189,4 +189,113 @@ def test_score_cli_scores_several_models(tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith('half vs base') and lines[1].startswith('same vs base')
     assert 'total 2.718' in lines[0] and 'total 7.389' in lines[1]       # e^1 and e^2
-    assert main([str(path), 'nope', 'base']) == 2
+    with pytest.raises(UserError, match='nope not in'):
+        main([str(path), 'nope', 'base'])
+
+
+@pytest.fixture()
+def tiny_checkpoint(tmp_path):
+    """A small RFDN checkpoint saved as `team99_Tiny.py`: a name that is also a valid entry output."""
+    from utils.io.checkpoint import save_state_dict
+    torch.manual_seed(0)
+    path = tmp_path / 'team99_Tiny.py'
+    save_state_dict(RFDN(nf=8, num_modules=1).state_dict(), str(path))
+    return path
+
+
+@pytest.mark.parametrize('what', ['onnx', 'entry'])
+def test_export_cli_refuses_outputs_it_cannot_write(what, tiny_checkpoint, tmp_path):
+    """An output that is the checkpoint, a folder or in a 'folder' that is a file: one-line UserError
+    before anything is read or written, and the checkpoint is left as it was."""
+    from utils.compress.export import main
+    before = tiny_checkpoint.read_bytes()
+    a_file = tmp_path / 'afile'
+    a_file.write_text('x')
+    (tmp_path / 'team99_Dir.py').mkdir()
+    cases = [(tiny_checkpoint, 'is the input'), (tmp_path / 'team99_Dir.py', 'is a folder'),
+             (a_file / 'team99_X.py', 'is a file, not a folder')]
+    for output, message in cases:
+        with pytest.raises(UserError, match=message) as info:
+            main([what, str(tiny_checkpoint), str(output)])
+        assert '\n' not in str(info.value)
+    assert tiny_checkpoint.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ['afile', 'team99_Dir.py', 'team99_Tiny.py']
+    assert os.listdir(tmp_path / 'team99_Dir.py') == []
+
+
+def test_export_cli_reads_the_image_before_writing(tiny_checkpoint, tmp_path):
+    from utils.compress.export import main
+    for what, output in (('onnx', 'out.onnx'), ('entry', 'team99_Out.py')):
+        with pytest.raises(UserError, match='cannot read image'):
+            main([what, str(tiny_checkpoint), str(tmp_path / output), '--image', str(tmp_path / 'missing.png')])
+        assert sorted(os.listdir(tmp_path)) == ['team99_Tiny.py']
+
+
+def test_export_cli_refuses_a_negative_model_id(tiny_checkpoint, tmp_path):
+    from utils.compress.export import main
+    with pytest.raises(UserError, match='--model_id must be at least 0, got -3'):
+        main(['entry', str(tiny_checkpoint), str(tmp_path / 'team99_Out.py'), '--model_id', '-3'])
+    assert sorted(os.listdir(tmp_path)) == ['team99_Tiny.py']
+
+
+def _score_file(tmp_path, records) -> str:
+    import json
+    path = tmp_path / 'r.json'
+    path.write_text(json.dumps(records))
+    return str(path)
+
+
+BASE = {'runtime_256': 100.0, 'flops': 20.0, 'num_parameters': 0.4}
+
+
+@pytest.mark.parametrize('content, message', [
+    (None, 'results file not found'), ('dir', 'is a folder'), ('{bad', 'cannot read the results file'),
+    ('[1, 2]', 'holds no JSON object'), ('{"base": 5}', 'base in .* is not a JSON object'),
+])
+def test_score_cli_refuses_unreadable_results(content, message, tmp_path):
+    from utils.metrics.score import main
+    path = tmp_path / 'r.json'
+    if content == 'dir':
+        path.mkdir()
+    elif content is not None:
+        path.write_text(content)
+    with pytest.raises(UserError, match=message) as info:
+        main([str(path), 'base', 'base'])
+    assert '\n' not in str(info.value)
+
+
+@pytest.mark.parametrize('model, runtime_key, message', [
+    ({'flops': 10.0, 'num_parameters': 0.2, 'valid_ave_runtime': 5.0, 'valid_runtime': [5.0]},
+     'runtime_256', 'm has no runtime_256; its runtime keys: valid_ave_runtime$'),
+    (dict(BASE), 'foo', 'base has no foo; its runtime keys: runtime_256$'),
+    ({'runtime_256': 50.0, 'flops': 10.0}, 'runtime_256', 'm has no num_parameters'),
+    (dict(BASE, runtime_256=-5.0), 'runtime_256', 'runtime_256 of m must be above 0, got -5'),
+    (dict(BASE, flops=float('nan')), 'runtime_256', 'flops of m must be above 0, got nan'),
+    (dict(BASE, num_parameters=float('inf')), 'runtime_256', 'num_parameters of m must be'),
+    (dict(BASE, flops='20'), 'runtime_256', 'flops of m is a str, not a number'),
+    (dict(BASE, flops=[10.0]), 'runtime_256', 'flops of m is a list, not a number'),
+    (dict(BASE, flops=1e4), 'runtime_256', 'm has 500 times the flops of base: too far apart'),
+])
+def test_score_cli_refuses_bad_values(model, runtime_key, message, tmp_path, capsys):
+    from utils.metrics.score import main
+    path = _score_file(tmp_path, {'base': BASE, 'm': model})
+    with pytest.raises(UserError, match=message):
+        main([path, 'm', 'base', '--runtime_key', runtime_key])
+    assert capsys.readouterr().out == ''
+
+
+def test_score_cli_refuses_a_zero_baseline(tmp_path, capsys):
+    from utils.metrics.score import main
+    path = _score_file(tmp_path, {'base': dict(BASE, flops=0.0), 'm': BASE})
+    with pytest.raises(UserError, match='flops of base must be above 0, got 0'):
+        main([path, 'm', 'base'])
+    assert capsys.readouterr().out == ''
+
+
+def test_score_module_fails_in_one_line(tmp_path, repo_root):
+    """`python -m utils.metrics.score` with a missing file: exit code 2, `error: ...`, no traceback."""
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, '-m', 'utils.metrics.score', str(tmp_path / 'no.json'), 'a', 'b'],
+                          cwd=repo_root, capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith('error: ') and proc.stderr.count('\n') == 1

@@ -287,3 +287,29 @@ def test_interleaved_runtime_times_every_model_in_turns(tmp_path):
     assert main([str(path), '--rounds', '1', '--repeats', '1', '--size', '20']) == 0
     with pytest.raises(UserError):
         main([str(path), '--rounds', '0'])
+
+
+def test_runtime_cli_refuses_bad_sizes_and_devices(tmp_path, monkeypatch):
+    """An input smaller than the model takes, a device name torch does not know, CUDA on a machine
+    without it: one-line UserError naming the option, before any timing."""
+    from models import RFDN
+    from utils.io.checkpoint import save_state_dict
+    from utils.io.errors import UserError
+    from utils.metrics.model_summary import main
+    path = tmp_path / 'small.pth'
+    save_state_dict(RFDN(nf=8, num_modules=1).state_dict(), str(path))
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 0)
+    cases = [(['--size', '8'], r'--size \(for small\) must be at least 15, got 8'),
+             (['--device', 'foo'], '--device foo is not a device'),
+             (['--device', 'meta'], '--device meta: this project runs on cpu or cuda only'),
+             (['--device', 'cuda'], '--device cuda asked for, but no CUDA device is available'),
+             (['--device', 'cuda:1'], '--device cuda:1 asked for, but no CUDA device is available')]
+    for options, message in cases:
+        with pytest.raises(UserError, match=message) as info:
+            main([str(path), '--rounds', '1', '--repeats', '1', *options])
+        assert '\n' not in str(info.value)
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
+    with pytest.raises(UserError, match='--device cuda:1: there are only 1 CUDA devices'):
+        main([str(path), '--device', 'cuda:1'])

@@ -170,6 +170,51 @@ def test_bad_stores_are_one_line_errors(store, tmp_path):
         assert json.load(f)['teacher'] == 'teacher.pth'
 
 
+def _snapshot(folder):
+    """{relative path: bytes} of every file under the Path `folder`."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob('*') if p.is_file()}
+
+
+def _one_line_error(argv, match):
+    with pytest.raises(UserError, match=match) as caught:
+        precompute.main(argv)
+    assert '\n' not in str(caught.value)
+
+
+def test_another_teacher_or_scale_cannot_take_over_a_store(store, tmp_path):
+    """The outputs already there are kept: a run with another checkpoint (or scale) would leave
+    them and write its own manifest over them, a store that lies about its teacher."""
+    tmp, data, _, ckpt, _ = store
+    mine = tmp_path / 'store'
+    shutil.copytree(tmp / 'store', mine)
+    before = _snapshot(mine)
+    other = str(tmp_path / 'other.pth')
+    torch.manual_seed(4)
+    save_state_dict(RFDN(nf=8, num_modules=2).state_dict(), other)
+    common = ['--out_dir', str(mine), '--data_dir', str(data), '--no_progress']
+    _one_line_error(['--teacher', other] + common, r'written by another checkpoint .*give another --out_dir')
+    _one_line_error(['--teacher', ckpt, '--scale', '2'] + common, r'are ×4, training is ×2: give another --out_dir')
+    _one_line_error(['--teacher', str(tmp_path / 'missing.pth')] + common, 'missing.pth not found')
+    _one_line_error(['--teacher', str(tmp_path)] + common, 'is a folder, not a checkpoint file')
+    assert _snapshot(mine) == before
+
+
+def test_an_output_folder_that_cannot_be_one_is_refused_before_any_work(store, tmp_path):
+    tmp, data, _, ckpt, _ = store
+    hr = tmp_path / 'hr'
+    shutil.copytree(data, hr)
+    (tmp_path / 'afile').write_text('x')
+    before = _snapshot(tmp_path)
+    for out, match in ((tmp_path / 'afile', 'is a file, not a folder'),
+                       (tmp_path / 'afile' / 'st', 'cannot be created: .*afile is a file'),
+                       (hr, 'is the --data_dir'),        # the store would be read as training images
+                       (hr / 'st', 'lies inside the --data_dir'),
+                       (tmp_path, 'holds the --data_dir')):
+        _one_line_error(['--teacher', ckpt, '--out_dir', str(out), '--data_dir', str(hr), '--no_progress'],
+                        match)
+    assert _snapshot(tmp_path) == before
+
+
 class _NearestTeacher(torch.nn.Module):
     """Nearest-neighbour ×4 upsampling with a weight: equivariant to flips and 90° rotations
     and blind to what lies outside a patch, so stored and live outputs may differ only by the
@@ -196,3 +241,41 @@ def test_compare_measures_only_what_the_live_teacher_sees_differently(store, tmp
     train_set.attach_teacher_outputs(str(tmp / 'store'))  # the RFDN's: borders and rotations differ
     differs = precompute.compare_with_live(rfdn, train_set, batches=3, batch_size=4, patch=16, margin=2)
     assert differs['mean'] > 100 * exact['max'] + 0.01
+
+
+def test_a_store_stopped_part_way_names_its_teacher_and_is_not_used(tmp_path, monkeypatch):
+    """Its manifest is written before the first output: resuming it with another teacher is
+    refused, training refuses it until a resumed run finishes it."""
+    data = write_smooth_images(tmp_path / 'hr', [(64, 64), (48, 48)])
+    ckpts = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        ckpts.append(str(tmp_path / f'teacher{seed}.pth'))
+        save_state_dict(RFDN(nf=8, num_modules=2).state_dict(), ckpts[-1])
+    store = tmp_path / 'store'
+    argv = ['--out_dir', str(store), '--data_dir', str(data), '--no_progress']
+    write = precompute.write_stored_output
+    calls = []
+
+    def stop_at_the_second(*args):
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return write(*args)
+
+    monkeypatch.setattr(precompute, 'write_stored_output', stop_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        precompute.main(['--teacher', ckpts[0], *argv])
+    monkeypatch.setattr(precompute, 'write_stored_output', write)
+    assert len([f for f in os.listdir(store) if f.endswith('.png')]) == 1
+    with pytest.raises(UserError, match='not a finished teacher-output store: its writing was stopped'):
+        read_manifest(str(store), 4, ckpts[0])
+    with pytest.raises(UserError, match='written by another checkpoint .*: give another --out_dir'):
+        precompute.main(['--teacher', ckpts[1], *argv])
+    from utils.engine import teacher_pairs
+    with pytest.raises(UserError, match='not a finished teacher-output store.*: give another --store'):
+        teacher_pairs.main(['--teacher', ckpts[0], '--out_dir', str(tmp_path / 'pairs'), '--data_dir',
+                            str(data), '--store', str(store), '--no_progress'])
+    assert not (tmp_path / 'pairs').exists()
+    assert precompute.main(['--teacher', ckpts[0], *argv]) == 0
+    assert read_manifest(str(store), 4, ckpts[0])['finished'] is True

@@ -222,3 +222,40 @@ def test_labels_name_the_checkpoints():
                 ['--labels', 'orphan']):
         with pytest.raises(UserError):
             select_checkpoints(parse_args(bad))
+
+
+def test_onnx_export_is_scored_with_its_source_counts_and_checked_against_it(script_in_process, tiny_data):
+    """--onnx ONNX SOURCE: the export is evaluated like a model, its params and FLOPs come from
+    SOURCE; an ONNX of other weights, a file that is not ONNX, or a scale other than --scale is
+    refused before any evaluation."""
+    import test_demo
+    from utils.compress.export import export_onnx
+    from utils.io.errors import UserError
+    tmp, hr_dir, ckpt = tiny_data
+    onnx_path = tmp / 'tiny.onnx'
+    model = RFDN(nf=8, num_modules=2, upscale=4).eval()
+    model.load_state_dict(torch.load(ckpt, weights_only=True))
+    export_onnx(model, str(onnx_path))
+    out = tmp / 'res.json'
+    (tmp / 'empty_zoo').mkdir()
+    common = ['--hr_dir', str(hr_dir), '--no_save', '--no_bicubic', '--device', 'cpu',
+              '--model_zoo', str(tmp / 'empty_zoo')]
+    r = script_in_process('test_demo', '--onnx', str(onnx_path), str(ckpt), '--results', str(out), *common)
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(out.read_text())['tiny (onnx)']
+    assert rec['num_parameters'] == pytest.approx(sum(p.numel() for p in model.parameters()) / 1e6)
+    other = tmp / 'wider.pth'
+    save_state_dict(RFDN(nf=12, num_modules=2, upscale=4).state_dict(), str(other))
+    x2, x2_onnx = tmp / 'x2.pth', tmp / 'x2.onnx'
+    save_state_dict(RFDN(nf=8, num_modules=2, upscale=2).state_dict(), str(x2))
+    export_onnx(RFDN(nf=8, num_modules=2, upscale=2), str(x2_onnx))
+    not_onnx = tmp / 'a.onnx'
+    not_onnx.write_bytes(b'\x89PNG not a graph')
+    never = tmp / 'never.json'
+    for onnx_file, source, expected in [
+            (onnx_path, other, 'holds .* weights, but .*wider.pth has .* parameters'),
+            (not_onnx, ckpt, 'is not an ONNX model'),
+            (x2_onnx, x2, 'is a ×2 model but --scale is 4')]:
+        with pytest.raises(UserError, match=expected):
+            test_demo.main(['--onnx', str(onnx_file), str(source), '--results', str(never), *common])
+    assert not never.exists()

@@ -25,8 +25,9 @@ from models import load_model
 from models.blocks import conv_spec
 from models.zoo import MODEL_ZOO
 from utils.io.atomic import atomic_path, atomic_write_text
+from utils.io.checkpoint import check_output_file
 from utils.io.config import shared_dir
-from utils.io.errors import UserError
+from utils.io.errors import UserError, check_option
 from utils.io.image_io import imread_rgb, uint8_to_tensor
 
 
@@ -637,6 +638,10 @@ def main(argv=None) -> int:
         raise UserError(f'{args.what} needs an output path')
     if args.what == 'entry':
         entry_names(args.output)   # a bad file name fails before any work
+        check_option('--model_id', args.model_id, at_least=0)
+    if args.what != 'widths':
+        check_output_file(args.output, 'output', inputs=[args.checkpoint, args.image])
+        lr = imread_rgb(args.image)   # a bad image must fail before the output is written
     model = load_model(args.checkpoint)
     if args.what == 'widths':
         print('{')
@@ -645,12 +650,12 @@ def main(argv=None) -> int:
         print('}')
         return 0
     if args.what == 'entry':
-        diff = write_entry(model, args.checkpoint, args.output, args.model_id, imread_rgb(args.image))
+        diff = write_entry(model, args.checkpoint, args.output, args.model_id, lr)
         print(f'wrote {args.output}; max |entry - model| on {os.path.basename(args.image)}: '
               f'{diff:.2e} (0–255)')
         return 0
     export_onnx(model, args.output)
-    diff = onnx_max_difference(model, args.output, imread_rgb(args.image))
+    diff = onnx_max_difference(model, args.output, lr)
     print(f'wrote {args.output}; max |PyTorch - onnxruntime| on {os.path.basename(args.image)}: '
           f'{diff:.2e} (0–255)')
     if diff > 1e-3:

@@ -39,7 +39,9 @@ import numpy as np
 
 from utils.data import TrainingSet, find_training_pairs
 from utils.io.atomic import atomic_write_bytes, atomic_write_text
-from utils.io.errors import UserError, run_cli
+from utils.io.checkpoint import check_output_dir, check_output_file
+from utils.io.config import read_json_object
+from utils.io.errors import UserError, check_option, run_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HR_SIZE = (768, 1024)
@@ -415,15 +417,35 @@ def _terminated(signum, frame):
     raise KeyboardInterrupt  # so that measure() stops its run on SIGTERM too
 
 
+def read_results(path: str) -> dict:
+    """The results of earlier runs ({} if none). A file that is not a JSON object stops the run
+    rather than being replaced: it may hold hours of measurements."""
+    if not os.path.exists(path):
+        return {}
+    try:
+        return read_json_object(path, 'benchmark results')
+    except UserError as exc:
+        raise UserError(f'{exc}; repair or remove it') from None
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminated)
+    for n in args.sizes:
+        check_option('--sizes', n, at_least=1)
+    for flag in ('distinct', 'prepare_size', 'wait_steps', 'repeat', 'workers'):
+        check_option(f'--{flag}', getattr(args, flag), at_least=1)
+    for flag in ('timeout', 'timeout_prepare', 'mem_cap_gb'):
+        check_option(f'--{flag}', getattr(args, flag), above=0)
     root = os.path.abspath(args.root)
     if os.path.commonpath([root, REPO]) == REPO:
         raise UserError(f'--root {root} is inside the repository: give a folder outside it')
-    os.makedirs(root, exist_ok=True)
+    check_output_dir(root, '--root')
     results_path = os.path.join(root, 'results.json')
-    results = json.load(open(results_path)) if os.path.isfile(results_path) else {}
+    if args.doc:
+        check_output_file(args.doc, '--doc', inputs=[results_path])
+    results = read_results(results_path)
+    signal.signal(signal.SIGTERM, _terminated)  # only now: a refused run leaves the caller's handler
+    os.makedirs(root, exist_ok=True)
     results['machine'] = f'{os.cpu_count()} cores'
 
     def save():

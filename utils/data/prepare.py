@@ -31,7 +31,8 @@ from tqdm import tqdm
 from utils.data.discovery import find_training_pairs
 from utils.data.lmdb_store import pack_lmdb, read_lmdb_rgb
 from utils.data.training_set import header_size
-from utils.io.errors import UserError, run_cli
+from utils.io.checkpoint import check_output_apart, check_output_dir
+from utils.io.errors import UserError, check_option, run_cli
 from utils.io.image_io import imread_rgb, imwrite_rgb
 from utils.io.matlab_functions import imresize, modcrop
 
@@ -126,8 +127,6 @@ def prepare(data_dirs: list, out: str, scale: int = 4, lr_dirs: list | None = No
             raise UserError(f'{flag} {value} must be a positive multiple of --scale {scale}')
     if not 0 <= compression <= 9:
         raise UserError(f'--compression must be 0-9, got {compression}')
-    if os.path.abspath(out) in {os.path.abspath(d) for d in data_dirs}:
-        raise UserError('--out must differ from --data_dir')
     t0 = time.perf_counter()
     pairs = find_training_pairs(data_dirs, scale, lr_dirs)
     names = {}
@@ -203,6 +202,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.scale < 1 or args.workers < 0:
         raise UserError('--scale must be >= 1 and --workers >= 0')
+    check_option('--thresh', args.thresh, at_least=0)  # below 0 an exactly tiled side gets its last crop twice
+    check_output_dir(args.out, '--out')
+    check_output_apart(args.out, '--out', [('--data_dir', d) for d in args.data_dir]
+                + [('--lr_dir', d) for d in args.lr_dir])
     counts = prepare(args.data_dir, args.out, args.scale, args.lr_dir, args.crop, args.step, args.thresh,
                      args.compression, args.lmdb, args.workers, not args.no_progress)
     print(f'{counts["images"]} images -> {counts["sub_images"]} sub-image pairs in {args.out} '

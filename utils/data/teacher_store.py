@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from utils.io.atomic import atomic_write_text
+from utils.io.config import read_json_object
 from utils.io.errors import UserError
 
 OFFSET, SPAN = 0.25, 1.5
@@ -84,22 +85,29 @@ def file_sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def write_manifest(folder: str, teacher_path: str, scale: int, count: int, clipped: int) -> None:
+def write_manifest(folder: str, teacher_path: str, scale: int, count: int, clipped: int,
+                   finished: bool = True) -> None:
+    """The store's manifest. An unfinished one is written before the first output, so that a
+    run stopped part-way still names the teacher its outputs came from."""
     atomic_write_text(os.path.join(folder, MANIFEST), json.dumps({
         'teacher': os.path.basename(teacher_path), 'teacher_sha256': file_sha256(teacher_path),
-        'scale': scale, 'images': count, 'clipped_values': clipped,
+        'scale': scale, 'images': count, 'clipped_values': clipped, 'finished': finished,
         'encoding': f'uint16 = round((x + {OFFSET}) / {SPAN} * 65535), x in 0-1 units'}, indent=1) + '\n')
 
 
-def read_manifest(folder: str, scale: int, teacher_path: str | None = None) -> dict:
-    """The store's manifest, checked: it exists, was written for `scale`, and (when
-    `teacher_path` is given) for that very teacher checkpoint."""
+def read_manifest(folder: str, scale: int, teacher_path: str | None = None,
+                  unfinished: bool = False) -> dict:
+    """The store's manifest, checked: it exists, is finished (unless `unfinished`: a store
+    being resumed), was written for `scale`, and (when `teacher_path` is given) for that very
+    teacher checkpoint."""
     path = os.path.join(folder, MANIFEST)
     if not os.path.isfile(path):
         raise UserError(f'{folder} is not a finished teacher-output store (no {MANIFEST}); '
                         f'write it with python -m utils.engine.precompute')
-    with open(path) as f:
-        manifest = json.load(f)
+    manifest = read_json_object(path, 'teacher-output manifest')
+    if not unfinished and not manifest.get('finished', True):  # stores written before the flag are finished
+        raise UserError(f'{folder} is not a finished teacher-output store: its writing was stopped; '
+                        f'run python -m utils.engine.precompute again to finish it')
     if manifest.get('scale') != scale:
         raise UserError(f'the teacher outputs in {folder} are ×{manifest.get("scale")}, training is ×{scale}')
     if teacher_path is not None and manifest.get('teacher_sha256') != file_sha256(teacher_path):

@@ -147,7 +147,7 @@ def import_entry(path: str):
     try:
         with cuda_calls_ignored():
             spec.loader.exec_module(module)
-    except Exception as exc:  # whatever the file's top level raises
+    except (Exception, SystemExit) as exc:  # whatever the file's top level raises, sys.exit too
         del sys.modules[name]
         raise UserError(f'cannot import entry {path}: {type(exc).__name__}: {_first_line(exc)}'
                         ' (an entry file must import only torch and the standard library)') from None
@@ -548,7 +548,7 @@ def read_entry_list(path: str) -> list:
             if not isinstance(item.get(field), str) or not item[field]:
                 raise UserError(f'{where}: "{field}" (a path) is required')
         data_range = item.get('data_range')
-        if data_range is not None and data_range not in (1, 255):
+        if data_range is not None and (isinstance(data_range, bool) or data_range not in (1, 255)):
             raise UserError(f'{where}: data_range must be 1 or 255, not {data_range!r}')
         for field in ('label', 'class', 'args', 'state_key'):
             if item.get(field) is not None and not isinstance(item[field], str):

@@ -17,7 +17,8 @@ from models import load_model
 from utils.data.eval_sets import bicubic_lr
 from utils.engine.inference import super_resolve
 from utils.io.atomic import atomic_path
-from utils.io.errors import UserError
+from utils.io.checkpoint import check_output_file
+from utils.io.errors import UserError, check_option
 from utils.io.image_io import imread_rgb
 from utils.io.matlab_functions import imresize, modcrop
 from utils.metrics.psnr_ssim import calculate_psnr
@@ -61,6 +62,12 @@ def save_figure(rows: list, out: str) -> None:
     plt.close(fig)
 
 
+def _figure_formats() -> set:
+    """File extensions matplotlib can save a figure as (they depend on the installed backends)."""
+    from matplotlib.figure import Figure
+    return set(Figure().canvas.get_supported_filetypes())
+
+
 @torch.no_grad()  # evaluation only; leaves the caller's grad mode as it was
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -73,15 +80,33 @@ def main(argv=None) -> int:
     p.add_argument('--at', type=int, nargs='+', default=None, help='Y X per image (top-left, HR pixels)')
     args = p.parse_args(argv)
 
-    models = [load_model(c) for c in args.checkpoint]
+    check_option('--scale', args.scale, at_least=1)
+    check_option('--crop', args.crop, at_least=1)
+    check_output_file(args.out, '--out', inputs=args.hr + args.checkpoint)
+    ext = os.path.splitext(args.out)[1][1:].lower()
+    writable = sorted(_figure_formats())
+    if ext and ext not in writable:
+        raise UserError(f'--out {args.out}: cannot write .{ext} figures; use one of {", ".join(writable)}')
     labels = args.labels or [os.path.splitext(os.path.basename(c))[0] for c in args.checkpoint]
-    if len(labels) != len(models):
+    if len(labels) != len(args.checkpoint):
         raise UserError('give one --labels entry per --checkpoint')
     at = None
     if args.at:
         if len(args.at) != 2 * len(args.hr):
             raise UserError('--at needs Y X for every --hr image')
         at = [(args.at[2 * i], args.at[2 * i + 1]) for i in range(len(args.hr))]
+        for path, (y, x) in zip(args.hr, at):
+            height, width = imread_rgb(path).shape[:2]
+            h, w = height - height % args.scale, width - width % args.scale  # the figure's modcrop
+            if not (0 <= y <= h - args.crop and 0 <= x <= w - args.crop):
+                fits = (f'Y in [0, {h - args.crop}], X in [0, {w - args.crop}]' if min(h, w) >= args.crop
+                        else 'the crop is larger than the image')
+                raise UserError(f'--at {y} {x} puts the {args.crop}-pixel crop outside {path} '
+                                f'({width}×{height} pixels): {fits}')
+    models = [load_model(c) for c in args.checkpoint]
+    for path, model in zip(args.checkpoint, models):
+        if model.scale != args.scale:
+            raise UserError(f'--checkpoint {path} is ×{model.scale}, --scale is {args.scale}')
     save_figure(comparison_rows(args.hr, models, labels, args.scale, args.crop, at), args.out)
     print(f'wrote {args.out}')
     return 0

@@ -21,8 +21,9 @@ from tqdm import tqdm
 
 from models import load_recognised_model
 from utils.data import PatchBatches, TrainingSet, default_training_dirs, find_training_pairs
-from utils.data.teacher_store import encode, output_name, write_manifest
+from utils.data.teacher_store import MANIFEST, encode, output_name, read_manifest, write_manifest
 from utils.engine.inference import super_resolve_tensor
+from utils.io.checkpoint import check_output_apart, check_output_dir
 from utils.io.config import shared_dir
 from utils.io.errors import UserError, run_cli
 from utils.io.image_io import imwrite_rgb, uint8_to_tensor
@@ -43,6 +44,8 @@ def write_teacher_outputs(teacher: torch.nn.Module, train_set: TrainingSet, out_
     or in `tile`² LR tiles, stored in `out_dir`; files already there are kept. Returns counts
     (images, written, skipped, clipped values, seconds)."""
     os.makedirs(out_dir, exist_ok=True)
+    if not os.path.isfile(os.path.join(out_dir, MANIFEST)):
+        write_manifest(out_dir, teacher_path, train_set.scale, 0, 0, finished=False)
     value_range = float(getattr(teacher, 'input_range', 255.0))
     teacher = teacher.to(device).eval()
     start = time.perf_counter()
@@ -100,6 +103,32 @@ def teacher_and_images(teacher_path: str, data_dirs: list | None, lr_dirs: list,
                                 progress=progress)
 
 
+def check_teacher_and_outputs(teacher_path: str, outputs: list, data_dirs: list, lr_dirs: list) -> None:
+    """The checks this tool and teacher_pairs make before any work (CLI: they name the flags):
+    --teacher is a file (it is hashed before it is loaded), and each (flag, folder) of
+    `outputs` can be written and lies apart from the training data, whose index would
+    otherwise pick up what is written there."""
+    if not os.path.isfile(teacher_path):
+        what = 'is a folder, not a checkpoint file' if os.path.isdir(teacher_path) else 'not found'
+        raise UserError(f'--teacher {teacher_path} {what}')
+    inputs = [('--data_dir', d) for d in data_dirs] + [('--lr_dir', d) for d in lr_dirs]
+    for flag, folder in outputs:
+        check_output_dir(folder, flag)
+        check_output_apart(folder, flag, inputs)
+
+
+def check_store_teacher(store: str, flag: str, teacher_path: str, scale: int,
+                        unfinished: bool = True) -> None:
+    """A store that has a manifest must be this teacher's at this scale (and finished, unless
+    `unfinished`: this tool resumes it): the outputs already there are kept, so another
+    teacher would get a manifest that lies about them."""
+    if os.path.isfile(os.path.join(store, MANIFEST)):
+        try:
+            read_manifest(store, scale, teacher_path, unfinished=unfinished)
+        except UserError as exc:
+            raise UserError(f'{exc}: give another {flag}') from None
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -124,7 +153,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.scale < 1 or (args.tile is not None and args.tile < 1) or args.compare < 0:
         raise UserError('--scale and --tile must be at least 1, --compare at least 0')
-    teacher, train_set = teacher_and_images(args.teacher, args.data_dir, args.lr_dir, args.scale,
+    data_dirs = args.data_dir or default_training_dirs()
+    check_teacher_and_outputs(args.teacher, [('--out_dir', args.out_dir)], data_dirs, args.lr_dir)
+    check_store_teacher(args.out_dir, '--out_dir', args.teacher, args.scale)
+    teacher, train_set = teacher_and_images(args.teacher, data_dirs, args.lr_dir, args.scale,
                                             not args.no_progress)
     counts = write_teacher_outputs(teacher, train_set, args.out_dir, args.teacher, args.device, args.tile,
                                    not args.no_progress)

@@ -20,11 +20,14 @@ targets without running the teacher again; the store may already hold the origin
 outputs (`python -m utils.engine.precompute`) from the same teacher.
 
 Each file is written atomically; a rerun skips the pairs (and store entries) already there, so
-an interrupted run resumes.
+an interrupted run resumes. OUT/teacher_pairs.json records the teacher (its SHA-256) and the
+scale before the first pair is written, and a run with another teacher or scale is refused:
+its pairs would be mixed with these.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -32,13 +35,28 @@ import time
 import torch
 from tqdm import tqdm
 
-from utils.data import TrainingSet
-from utils.data.teacher_store import MANIFEST, output_name, read_manifest, write_manifest
+from utils.data import TrainingSet, default_training_dirs
+from utils.data.teacher_store import (
+    MANIFEST,
+    file_sha256,
+    output_name,
+    read_manifest,
+    write_manifest,
+)
 from utils.engine.inference import super_resolve_tensor
-from utils.engine.precompute import teacher_and_images, write_stored_output
+from utils.engine.precompute import (
+    check_store_teacher,
+    check_teacher_and_outputs,
+    teacher_and_images,
+    write_stored_output,
+)
+from utils.io.atomic import atomic_write_text
+from utils.io.config import read_json_object
 from utils.io.errors import UserError, run_cli
 from utils.io.image_io import imwrite_rgb, tensor_to_uint8, uint8_to_tensor
 from utils.io.matlab_functions import imresize, modcrop
+
+PAIRS_MANIFEST = 'teacher_pairs.json'
 
 
 def pair_stem(name: str, factor: int) -> str:
@@ -46,13 +64,34 @@ def pair_stem(name: str, factor: int) -> str:
     return f'{os.path.splitext(os.path.basename(name.split(":")[-1]))[0]}_d{factor}'
 
 
+def pairs_record(teacher_path: str, scale: int) -> dict:
+    """What OUT/teacher_pairs.json records of the run that makes the pairs."""
+    return {'teacher': os.path.basename(teacher_path), 'teacher_sha256': file_sha256(teacher_path),
+            'scale': scale}
+
+
+def check_pairs_record(out_dir: str, record: dict) -> None:
+    """UserError unless the pairs already in `out_dir` (if any record says so) were made by the
+    teacher and at the scale of `record`: the pairs there are kept, not remade."""
+    path = os.path.join(out_dir, PAIRS_MANIFEST)
+    if not os.path.isfile(path):
+        return
+    made = read_json_object(path, 'record of teacher-labelled pairs')
+    if made.get('scale') != record['scale']:
+        raise UserError(f'the pairs in {out_dir} are ×{made.get("scale")}, not ×{record["scale"]}')
+    if made.get('teacher_sha256') != record['teacher_sha256']:
+        raise UserError(f'the pairs in {out_dir} were made by another teacher checkpoint '
+                        f'({made.get("teacher")}) than {record["teacher"]}')
+
+
 @torch.no_grad()
 def write_teacher_pairs(teacher: torch.nn.Module, train_set: TrainingSet, out_dir: str,
                         factors: list, device='cpu', tile: int | None = None,
-                        progress: bool = True, store: str | None = None) -> dict:
+                        progress: bool = True, store: str | None = None, record: dict | None = None) -> dict:
     """Write OUT/X{s}/{stem}.png (LR, uint8) and OUT/HR/{stem}.png (teacher output, uint8) for
     every image of `train_set` and factor, and with `store` the output 16-bit into that
-    teacher-output store under the HR file's name; what is already there is kept. Returns
+    teacher-output store under the HR file's name; what is already there is kept. `record`
+    (`pairs_record`) is written to OUT/teacher_pairs.json before the first pair. Returns
     counts (pairs, written, skipped, too_small: downscaled images under 8 LR pixels on a side,
     clipped: store values clipped, seconds)."""
     scale = train_set.scale
@@ -61,6 +100,9 @@ def write_teacher_pairs(teacher: torch.nn.Module, train_set: TrainingSet, out_di
         seen = set()
         dup = next(s for s in stems if s in seen or seen.add(s))
         raise UserError(f'two training images would both write the pair {dup}: rename one')
+    if record is not None:  # before any pair, so that the pairs of an interrupted run are claimed too
+        os.makedirs(out_dir, exist_ok=True)
+        atomic_write_text(os.path.join(out_dir, PAIRS_MANIFEST), json.dumps(record, indent=1) + '\n')
     hr_dir, lr_dir = os.path.join(out_dir, 'HR'), os.path.join(out_dir, f'X{scale}')
     value_range = float(getattr(teacher, 'input_range', 255.0))
     teacher = teacher.to(device).eval()
@@ -127,12 +169,20 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.scale < 1 or (args.tile is not None and args.tile < 1) or min(args.downscale) < 1:
         raise UserError('--scale, --tile and every --downscale factor must be at least 1')
-    if args.store is not None and os.path.isfile(os.path.join(args.store, MANIFEST)):
-        read_manifest(args.store, args.scale, args.teacher)  # another teacher's store: stop now
-    teacher, train_set = teacher_and_images(args.teacher, args.data_dir, args.lr_dir, args.scale,
+    data_dirs = args.data_dir or default_training_dirs()
+    outputs = [('--out_dir', args.out_dir)] + ([('--store', args.store)] if args.store is not None else [])
+    check_teacher_and_outputs(args.teacher, outputs, data_dirs, args.lr_dir)
+    if args.store is not None:
+        check_store_teacher(args.store, '--store', args.teacher, args.scale, unfinished=False)
+    record = pairs_record(args.teacher, args.scale)
+    try:
+        check_pairs_record(args.out_dir, record)
+    except UserError as exc:
+        raise UserError(f'{exc}: give another --out_dir') from None
+    teacher, train_set = teacher_and_images(args.teacher, data_dirs, args.lr_dir, args.scale,
                                             not args.no_progress)
     counts = write_teacher_pairs(teacher, train_set, args.out_dir, sorted(set(args.downscale)),
-                                 args.device, args.tile, not args.no_progress, args.store)
+                                 args.device, args.tile, not args.no_progress, args.store, record)
     if args.store is not None:
         _store_manifest_after(args.store, args.teacher, args.scale, counts['clipped'])
     print(f'{counts["pairs"]} teacher-labelled pairs in {args.out_dir} ({counts["written"]} written, '

@@ -163,6 +163,20 @@ def check_output_file(path: str, flag: str, inputs=()) -> None:
     check_output_dir(folder, flag)
 
 
+def check_output_apart(out: str, flag: str, inputs: list) -> None:
+    """Raise UserError (naming `flag`) when the output folder `out` is, holds or lies inside a
+    folder of `inputs`, (flag, folder) pairs: outputs written there would overwrite the input
+    or be indexed with it (a plain image folder is searched recursively)."""
+    mine = os.path.realpath(out)
+    for input_flag, folder in inputs:
+        theirs = os.path.realpath(folder)
+        common = os.path.commonpath([mine, theirs])
+        if common in (mine, theirs):
+            where = 'is' if mine == theirs else 'lies inside' if common == theirs else 'holds'
+            raise UserError(f'{flag} {out} {where} the {input_flag} {folder}: '
+                            'give an output folder apart from the input data')
+
+
 def remove_stale_temp_files(folder: str) -> list:
     """Delete the temporary files (`.tmp_*`) that atomic saves in `folder` left behind when
     a kill interrupted them; returns their names. Call it only where no other process is

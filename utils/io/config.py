@@ -12,6 +12,7 @@ of a run (recipe and flags merged) as a recipe that `--config` reads back to rep
 from __future__ import annotations
 
 import argparse
+import json
 import os
 
 import torch
@@ -41,6 +42,26 @@ def read_yaml(path: str, what: str = 'config file'):
         where = getattr(exc, 'problem_mark', None)
         line = f' (line {where.line + 1})' if where is not None else ''
         raise ConfigError(f'{path} is not valid YAML{line}') from None
+    except UnicodeDecodeError:
+        raise ConfigError(f'{path} is not a UTF-8 text file') from None
+
+
+def read_json_object(path: str, what: str) -> dict:
+    """The JSON object (a dict) in the file `path`; UserError (one line, calling the file
+    `what`) when it is missing, cannot be read, is not JSON or holds something else."""
+    if os.path.isdir(path):
+        raise UserError(f'the {what} {path} is a folder, not a file')
+    try:
+        with open(path, encoding='utf-8') as f:
+            found = json.load(f)
+    except FileNotFoundError:
+        raise UserError(f'{what} not found: {path}') from None
+    except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError, UnicodeDecodeError
+        why = exc.strerror if isinstance(exc, OSError) else str(exc).splitlines()[0][:160]
+        raise UserError(f'cannot read the {what} {path}: {why}') from None
+    if not isinstance(found, dict):
+        raise UserError(f'the {what} {path} holds no JSON object')
+    return found
 
 
 def read_config(path: str) -> dict:

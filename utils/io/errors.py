@@ -54,3 +54,19 @@ def check_option(flag: str, value, *, at_least=None, above=None, below=None, at_
     else:
         wanted = f'below {below:g}'
     raise UserError(f'{flag} must be {wanted}, got {value:g}')
+
+
+def check_device(flag: str, value: str):
+    """The torch.device `value` names; UserError unless it is the CPU or an available CUDA device."""
+    import torch
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError):
+        raise UserError(f'{flag} {value} is not a device: give cpu, cuda or cuda:N') from None
+    if device.type not in ('cpu', 'cuda'):
+        raise UserError(f'{flag} {value}: this project runs on cpu or cuda only')
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise UserError(f'{flag} {value} asked for, but no CUDA device is available')
+    if device.type == 'cuda' and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f'{flag} {value}: there are only {torch.cuda.device_count()} CUDA devices')
+    return device

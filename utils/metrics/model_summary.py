@@ -36,7 +36,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from models import load_model
-from utils.io.errors import UserError
+from utils.io.errors import UserError, check_device, check_option
 
 DEFAULT_INPUT = (3, 256, 256)
 
@@ -317,14 +317,18 @@ def main(argv=None) -> int:
 
     if args.rounds < 1 or args.repeats < 1 or args.size < 1:
         raise UserError('--rounds, --repeats and --size must be positive')
+    device = check_device('--device', args.device)
     models = {}
     for path in args.checkpoint:
         label = os.path.splitext(os.path.basename(path))[0]
         if label in models:
             raise UserError(f'two checkpoints are named {label}')
-        models[label] = load_model(path, device=args.device)
+        models[label] = load_model(path, device=device)
+        # a smaller input fails deep in the forward pass (ESA's strided pooling), as a traceback
+        check_option(f'--size (for {label})', args.size,
+                     at_least=getattr(models[label], 'min_input_size', 1))
     first = next(iter(models.values()))
-    x = torch.rand(1, 3, args.size, args.size, device=args.device) * first.input_range
+    x = torch.rand(1, 3, args.size, args.size, device=device) * first.input_range
     res = interleaved_runtime(models, x, args.rounds, args.repeats)
     for label, r in res.items():
         print(f'{label:<24} median {r["median_ms"]:7.1f} ms  (min {r["min_ms"]:.1f}, mean {r["mean_ms"]:.1f}, '
