@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from refusals import user_error
 
 import prune
 import reparam
@@ -72,15 +73,6 @@ def under_a_file(tmp_path):
     blocker = tmp_path / 'blocker'
     blocker.write_text('a file, not a folder')
     return blocker / 'out'
-
-
-def user_error(main, argv) -> str:
-    """Run a script's main in-process; the one-line UserError message it stops with."""
-    with pytest.raises(UserError) as info:
-        main(argv)
-    message = str(info.value)
-    assert '\n' not in message
-    return message
 
 
 @pytest.fixture()

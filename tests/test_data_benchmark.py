@@ -1,9 +1,9 @@
 """utils.data.benchmark: its arguments are checked before any phase runs or anything is written
 (the phases themselves take minutes and are not run here)."""
 import pytest
+from refusals import user_error
 
 from utils.data import benchmark
-from utils.io.errors import UserError
 
 
 @pytest.fixture(autouse=True)
@@ -16,11 +16,7 @@ def no_phase_may_run(monkeypatch):
 
 
 def refusal(argv) -> str:
-    with pytest.raises(UserError) as info:
-        benchmark.main([str(a) for a in argv])
-    message = str(info.value)
-    assert '\n' not in message
-    return message
+    return user_error(benchmark.main, argv)
 
 
 @pytest.mark.parametrize('option, value, wanted', [

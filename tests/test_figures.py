@@ -1,16 +1,15 @@
 """utils.engine.figures: a bad --out, --scale, --crop, --at or checkpoint is refused with one line
 before any model runs, and never overwrites an input."""
-import os
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from refusals import snapshot, user_error
 
 from models import RFDN
 from utils.engine import figures
 from utils.io.checkpoint import save_state_dict
-from utils.io.errors import UserError
 
 HR_H, HR_W, CROP = 50, 70, 16  # at ×4 the figure uses 48×68: Y in [0, 32], X in [0, 52]
 
@@ -35,19 +34,11 @@ def inputs(tmp_path):
     return hr, *checkpoints
 
 
-def snapshot(folder) -> dict:
-    return {name: (folder / name).read_bytes() if (folder / name).is_file() else None
-            for name in sorted(os.listdir(folder))}
-
-
 def refusal(tmp_path, argv) -> str:
     """The one-line UserError of figures.main(argv); tmp_path is left as it was."""
     before = snapshot(tmp_path)
-    with pytest.raises(UserError) as info:
-        figures.main([str(a) for a in argv])
+    message = user_error(figures.main, argv)
     assert snapshot(tmp_path) == before
-    message = str(info.value)
-    assert '\n' not in message
     return message
 
 

@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from refusals import snapshot, user_error
 from synthetic_images import write_smooth_images
 
 from models import RFDN
@@ -170,15 +171,9 @@ def test_bad_stores_are_one_line_errors(store, tmp_path):
         assert json.load(f)['teacher'] == 'teacher.pth'
 
 
-def _snapshot(folder):
-    """{relative path: bytes} of every file under the Path `folder`."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob('*') if p.is_file()}
-
-
-def _one_line_error(argv, match):
-    with pytest.raises(UserError, match=match) as caught:
-        precompute.main(argv)
-    assert '\n' not in str(caught.value)
+def refused(argv, match):
+    """The one-line UserError of precompute.main(argv), which must match `match`."""
+    return user_error(precompute.main, argv, match)
 
 
 def test_another_teacher_or_scale_cannot_take_over_a_store(store, tmp_path):
@@ -187,16 +182,16 @@ def test_another_teacher_or_scale_cannot_take_over_a_store(store, tmp_path):
     tmp, data, _, ckpt, _ = store
     mine = tmp_path / 'store'
     shutil.copytree(tmp / 'store', mine)
-    before = _snapshot(mine)
+    before = snapshot(mine)
     other = str(tmp_path / 'other.pth')
     torch.manual_seed(4)
     save_state_dict(RFDN(nf=8, num_modules=2).state_dict(), other)
     common = ['--out_dir', str(mine), '--data_dir', str(data), '--no_progress']
-    _one_line_error(['--teacher', other] + common, r'written by another checkpoint .*give another --out_dir')
-    _one_line_error(['--teacher', ckpt, '--scale', '2'] + common, r'are ×4, training is ×2: give another --out_dir')
-    _one_line_error(['--teacher', str(tmp_path / 'missing.pth')] + common, 'missing.pth not found')
-    _one_line_error(['--teacher', str(tmp_path)] + common, 'is a folder, not a checkpoint file')
-    assert _snapshot(mine) == before
+    refused(['--teacher', other] + common, r'written by another checkpoint .*give another --out_dir')
+    refused(['--teacher', ckpt, '--scale', '2'] + common, r'are ×4, training is ×2: give another --out_dir')
+    refused(['--teacher', str(tmp_path / 'missing.pth')] + common, 'missing.pth not found')
+    refused(['--teacher', str(tmp_path)] + common, 'is a folder, not a checkpoint file')
+    assert snapshot(mine) == before
 
 
 def test_an_output_folder_that_cannot_be_one_is_refused_before_any_work(store, tmp_path):
@@ -204,15 +199,15 @@ def test_an_output_folder_that_cannot_be_one_is_refused_before_any_work(store, t
     hr = tmp_path / 'hr'
     shutil.copytree(data, hr)
     (tmp_path / 'afile').write_text('x')
-    before = _snapshot(tmp_path)
+    before = snapshot(tmp_path)
     for out, match in ((tmp_path / 'afile', 'is a file, not a folder'),
                        (tmp_path / 'afile' / 'st', 'cannot be created: .*afile is a file'),
                        (hr, 'is the --data_dir'),        # the store would be read as training images
                        (hr / 'st', 'lies inside the --data_dir'),
                        (tmp_path, 'holds the --data_dir')):
-        _one_line_error(['--teacher', ckpt, '--out_dir', str(out), '--data_dir', str(hr), '--no_progress'],
+        refused(['--teacher', ckpt, '--out_dir', str(out), '--data_dir', str(hr), '--no_progress'],
                         match)
-    assert _snapshot(tmp_path) == before
+    assert snapshot(tmp_path) == before
 
 
 class _NearestTeacher(torch.nn.Module):

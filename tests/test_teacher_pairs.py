@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from refusals import snapshot, user_error
 from synthetic_images import write_smooth_images
 
 from models import RFDN
@@ -89,15 +90,9 @@ def test_bad_input_is_one_line(pairs, tmp_path):
                             '--data_dir', str(data), str(dup), '--downscale', '2', '--no_progress'])
 
 
-def _snapshot(folder):
-    """{relative path: bytes} of every file under the Path `folder`."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob('*') if p.is_file()}
-
-
-def _one_line_error(argv, match):
-    with pytest.raises(UserError, match=match) as caught:
-        teacher_pairs.main(argv)
-    assert '\n' not in str(caught.value)
+def refused(argv, match):
+    """The one-line UserError of teacher_pairs.main(argv), which must match `match`."""
+    return user_error(teacher_pairs.main, argv, match)
 
 
 def test_another_teacher_or_scale_cannot_add_to_the_pairs(pairs, tmp_path):
@@ -106,16 +101,16 @@ def test_another_teacher_or_scale_cannot_add_to_the_pairs(pairs, tmp_path):
     tmp, data, _, argv = pairs
     mine = tmp_path / 'pairs'
     shutil.copytree(tmp / 'pairs', mine)
-    before = _snapshot(mine)
+    before = snapshot(mine)
     torch.manual_seed(4)
     other, x2 = str(tmp_path / 'other.pth'), str(tmp_path / 'x2.pth')
     save_state_dict(RFDN(nf=8, num_modules=2).state_dict(), other)
     save_state_dict(RFDN(nf=8, num_modules=2, upscale=2).state_dict(), x2)
     common = ['--out_dir', str(mine), '--data_dir', str(data), '--downscale', '2', '--no_progress']
-    _one_line_error(['--teacher', other] + common,
+    refused(['--teacher', other] + common,
                     r'made by another teacher checkpoint \(teacher.pth\) than other.pth: give another --out_dir')
-    _one_line_error(['--teacher', x2, '--scale', '2'] + common, r'are ×4, not ×2: give another --out_dir')
-    assert _snapshot(mine) == before
+    refused(['--teacher', x2, '--scale', '2'] + common, r'are ×4, not ×2: give another --out_dir')
+    assert snapshot(mine) == before
     assert json.loads((mine / 'teacher_pairs.json').read_text())['teacher'] == 'teacher.pth'
 
 
@@ -126,7 +121,7 @@ def test_outputs_and_teacher_are_checked_before_any_work(pairs, tmp_path):
     (tmp_path / 'afile').write_text('x')
     (tmp_path / 'st').mkdir()  # a store's manifest: the teacher is hashed to compare with it
     (tmp_path / 'st' / 'manifest.json').write_text(json.dumps({'scale': 4, 'teacher_sha256': '0'}))
-    before = _snapshot(tmp_path)
+    before = snapshot(tmp_path)
     out = str(tmp_path / 'o')
     for args, match in (
             (['--out_dir', str(tmp_path / 'afile')], '--out_dir .*afile is a file, not a folder'),
@@ -140,12 +135,12 @@ def test_outputs_and_teacher_are_checked_before_any_work(pairs, tmp_path):
              'missing.pth not found'),
             (['--out_dir', out, '--store', str(tmp_path / 'st'), '--teacher', str(tmp_path)],
              'is a folder, not a checkpoint file')):
-        _one_line_error(['--teacher', argv[1], '--data_dir', str(hr), '--downscale', '2', '--no_progress']
+        refused(['--teacher', argv[1], '--data_dir', str(hr), '--downscale', '2', '--no_progress']
                         + args, match)
-    assert _snapshot(tmp_path) == before
+    assert snapshot(tmp_path) == before
     (tmp_path / 'o').mkdir()
     (tmp_path / 'o' / 'teacher_pairs.json').write_text('[1]')
-    _one_line_error(['--teacher', argv[1], '--out_dir', out, '--data_dir', str(hr), '--no_progress'],
+    refused(['--teacher', argv[1], '--out_dir', out, '--data_dir', str(hr), '--no_progress'],
                     'record of teacher-labelled pairs .* holds no JSON object')
 
 
