@@ -5,6 +5,7 @@ import time
 import pytest
 import torch
 import torch.nn as nn
+from refusals import user_error
 
 import utils.metrics.model_summary as ms
 from models import load_model
@@ -306,9 +307,7 @@ def test_runtime_cli_refuses_bad_sizes_and_devices(tmp_path, monkeypatch):
              (['--device', 'cuda'], '--device cuda asked for, but no CUDA device is available'),
              (['--device', 'cuda:1'], '--device cuda:1 asked for, but no CUDA device is available')]
     for options, message in cases:
-        with pytest.raises(UserError, match=message) as info:
-            main([str(path), '--rounds', '1', '--repeats', '1', *options])
-        assert '\n' not in str(info.value)
+        user_error(main, [path, '--rounds', '1', '--repeats', '1', *options], message)
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
     with pytest.raises(UserError, match='--device cuda:1: there are only 1 CUDA devices'):
